@@ -1,0 +1,1 @@
+"""Triton kernels for RobustFT (imported as robustft.kernels)."""
