@@ -269,10 +269,11 @@ def load_samples(path, format: str | None = None, task: str | None = None, on_ba
 class OfficialData:
     """One dataset in the official RobustFT layout.
 
-    train: the noisy training samples (``noisy/noisyNN.csv``; ``labeled.csv`` when noise=0),
-        with ``clean_answer`` set from ``labeled.csv`` when that file is there.
-    test: ``test.csv``.
-    labeled: the clean training samples, or None.
+    Attributes:
+        train: the noisy training samples (``noisy/noisyNN.csv``; ``labeled.csv`` when
+            noise=0), with ``clean_answer`` set from ``labeled.csv`` when that file is there.
+        test: ``test.csv``.
+        labeled: the clean training samples, or None.
     """
 
     name: str

@@ -4,13 +4,13 @@ Each mapping reads one record in the Hub dataset's own schema. `load_hub` calls
 `datasets.load_dataset` (a download on first use, then the local cache); pass ``source=`` a
 local folder or a `datasets.Dataset` to work offline.
 
-| name     | Hub id                       | config            | answer            |
-|----------|------------------------------|-------------------|-------------------|
-| mmlu     | cais/mmlu                    | all               | int index -> letter |
-| arc      | allenai/ai2_arc              | ARC-Challenge     | answerKey (A-E or 1-5) |
-| pubmedqa | qiaojin/PubMedQA             | pqa_labeled       | yes/no/maybe      |
-| fpb      | takala/financial_phrasebank  | sentences_allagree| 0/1/2 sentiment   |
-| drop     | ucinlp/drop                  | -                 | first answer span (short answer) |
+Datasets (name: Hub id, config; how the answer is read):
+
+- ``mmlu``: cais/mmlu, ``all``; the integer answer index becomes a letter.
+- ``arc``: allenai/ai2_arc, ``ARC-Challenge``; ``answerKey`` (A-E or 1-5) by its position.
+- ``pubmedqa``: qiaojin/PubMedQA, ``pqa_labeled``; yes / no / maybe.
+- ``fpb``: takala/financial_phrasebank, ``sentences_allagree``; sentiment 0 / 1 / 2.
+- ``drop``: ucinlp/drop; the first answer span (a short-answer task).
 """
 from __future__ import annotations
 
