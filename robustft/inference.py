@@ -1,0 +1,377 @@
+"""Batched inference: option scoring and generation with per-token log-probs.
+
+Both run the model and reduce its logits with `robustft.kernels`, reading only the logits
+they need: option scoring keeps the last ``max option length + 1`` positions of each
+left-padded row (`logits_to_keep`), generation the last position of each step. Outputs are
+plain arrays, so a stage downstream can equally take option log-probs or token log-probs
+from vLLM or an API.
+
+Option scoring conditions on the rendered prompt followed by ``Answer:`` and scores each
+candidate continuation: `` B`` (answer by letter) or `` <option text>`` (answer by text).
+The score of an option is the sum of its tokens' log-probs, log p(option | prompt).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .kernels import option_logprobs, response_stats, token_stats
+from .model import LanguageModel
+from .prompts import ANSWER_PREFIX, answer_line, direct_prompt
+from .sample import MC, Sample, letter
+
+IGNORE = -100
+
+
+# --------------------------------------------------------------------------- batching
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None):
+    """Left-pad token id lists into a batch.
+
+    Returns:
+        input_ids [B, T] int64, attention_mask [B, T] int64 (0 on padding), position_ids
+        [B, T] int64 (0 at each row's first real token, so a padded row sees the same
+        positions as the row alone).
+    """
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s):] = torch.as_tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (fail fast on memory)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def check_length(lm: LanguageModel, n_tokens: int, sample_id) -> None:
+    if n_tokens > lm.max_length:
+        raise ValueError(f"sample {sample_id!r}: {n_tokens} tokens exceed the model's maximum "
+                         f"length {lm.max_length}; shorten the prompt (fewer context examples) "
+                         "or use a model with a longer context")
+
+
+def _cache_kwarg(model) -> str:
+    # transformers 5.x renamed `past_key_values` to `cache`.
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(out):
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def response_logits(lm: LanguageModel, input_ids, attention_mask, position_ids, keep: int):
+    """Logits of the last `keep` positions of a left-padded batch: [B, keep, V].
+
+    Only those positions go through the lm_head, so a 150k-vocabulary model never builds
+    [B, T, V].
+    """
+    out = lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=keep, use_cache=False)
+    return out.logits
+
+
+# ---------------------------------------------------------------------- option scoring
+@dataclass
+class ScoredOptions:
+    """Log-likelihood of each option of n questions (K = the most options any question has).
+
+    Attributes:
+        logprobs: [n, K] float64, log p(option tokens | prompt + "Answer:"), summed over the
+            option's tokens; -inf where a question has fewer than K options.
+        n_tokens: [n, K] int, tokens per option (0 where absent).
+        entropy: [n, K] float64, mean Shannon entropy (nats) of the next-token distribution
+            over the option's tokens; nan where absent.
+        predictions: the letter of the best option per question.
+        by: "letter" or "text".
+    """
+
+    logprobs: np.ndarray
+    n_tokens: np.ndarray
+    entropy: np.ndarray
+    predictions: list[str]
+    by: str
+
+    @property
+    def probs(self) -> np.ndarray:
+        """[n, K] the options' probabilities renormalised over the options."""
+        return option_probs(self.logprobs)
+
+    @property
+    def mean_nll(self) -> np.ndarray:
+        """[n, K] mean token NLL of each option (the paper's response entropy H)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.n_tokens > 0, -self.logprobs / self.n_tokens, np.nan)
+
+
+def option_probs(logprobs: np.ndarray) -> np.ndarray:
+    """Softmax of [n, K] option log-probs over the options (-inf entries get 0)."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    z = lp - lp.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_letters(logprobs: np.ndarray, n_tokens: np.ndarray | None = None,
+                    length_normalize: bool = False) -> list[str]:
+    """The best option's letter per row of [n, K] option log-probs (from any source).
+
+    length_normalize ranks by mean log-prob per token instead of the sum (lm-eval's
+    `acc_norm`-like choice for options of very different lengths).
+    """
+    lp = np.asarray(logprobs, dtype=np.float64)
+    if length_normalize:
+        if n_tokens is None:
+            raise ValueError("length_normalize needs n_tokens")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lp = np.where(np.asarray(n_tokens) > 0, lp / np.asarray(n_tokens), -np.inf)
+    return [letter(int(k)) for k in lp.argmax(axis=1)]
+
+
+def option_continuations(sample: Sample, by: str) -> list[str]:
+    """What follows ``Answer:`` for each option: `` A``, `` B``... or `` <option text>``."""
+    if sample.task != MC:
+        raise ValueError(f"sample {sample.id!r} is not multiple choice; use generate() for "
+                         "short answers")
+    return [answer_line(sample, letter(k), by=by)[len(ANSWER_PREFIX):]
+            for k in range(len(sample.options))]
+
+
+@torch.inference_mode()
+def score_options(lm: LanguageModel, samples: Sequence[Sample],
+                  prompts: Sequence[str] | None = None, *, by: str | None = None,
+                  batch_size: int = 64, length_normalize: bool = False,
+                  progress: bool = True) -> ScoredOptions:
+    """Score every option of every multiple-choice sample in batched forward passes.
+
+    Args:
+        lm: the model.
+        samples: n multiple-choice samples.
+        prompts: the n prompt texts (before rendering); default `direct_prompt` of each sample
+            (the vanilla expert). Pass `context_prompt(...)`/`review_prompt(...)` texts for the
+            other experts.
+        by: "letter" or "text"; default `lm.answer_by`.
+        batch_size: sequences per forward pass (one sequence per option when scoring by text,
+            one per question when scoring by letter).
+        length_normalize: pick the prediction by mean instead of summed token log-prob.
+
+    Returns a `ScoredOptions`. Scoring by letter runs one sequence per question and reads
+    all letters from its last position when every letter is a single token; otherwise each
+    (question, option) pair is its own sequence.
+    """
+    by = by or lm.answer_by
+    prompts = [direct_prompt(s) for s in samples] if prompts is None else list(prompts)
+    if len(prompts) != len(samples):
+        raise ValueError(f"{len(prompts)} prompts for {len(samples)} samples")
+    n, width = len(samples), max((len(s.options) for s in samples), default=0)
+    logprobs = np.full((n, width), -np.inf)
+    n_tokens = np.zeros((n, width), dtype=np.int64)
+    entropy = np.full((n, width), np.nan)
+    if n == 0:
+        return ScoredOptions(logprobs, n_tokens, entropy, [], by)
+
+    # One row per (question, option): context ids + continuation ids.
+    rows, contexts, conts = [], [], []
+    for i, (s, p) in enumerate(zip(samples, prompts)):
+        head = lm.render(p) + ANSWER_PREFIX
+        for k, c in enumerate(option_continuations(s, by)):
+            rows.append((i, k))
+            contexts.append(head)
+            conts.append(c)
+    pairs = lm.encode_pairs(contexts, conts)
+    for (i, _), (c, x) in zip(rows, pairs):
+        check_length(lm, len(c) + len(x), samples[i].id)
+
+    shared = _single_token_options(rows, pairs)
+    if shared is not None:
+        _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, progress)
+    else:
+        _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, progress)
+    preds = predict_letters(logprobs, n_tokens, length_normalize)
+    return ScoredOptions(logprobs, n_tokens, entropy, preds, by)
+
+
+def _single_token_options(rows, pairs):
+    """{question: (context ids, [(option, token id)])} when every option is one token after
+    the same context (the usual letter case); else None."""
+    shared: dict[int, tuple[list[int], list[tuple[int, int]]]] = {}
+    for (i, k), (c, x) in zip(rows, pairs):
+        if len(x) != 1:
+            return None
+        if i in shared:
+            if shared[i][0] != c:
+                return None
+            shared[i][1].append((k, x[0]))
+        else:
+            shared[i] = (c, [(k, x[0])])
+    return shared
+
+
+def _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, progress):
+    questions = list(shared)
+    width = logprobs.shape[1]
+    batches = length_sorted_batches([len(shared[q][0]) for q in questions], batch_size)
+    for batch in tqdm(batches, desc="scoring options", disable=not progress):
+        qs = [questions[j] for j in batch]
+        ids, mask, pos = left_pad([shared[q][0] for q in qs], lm.tokenizer.pad_token_id, lm.device)
+        last = response_logits(lm, ids, mask, pos, keep=1)[:, -1]  # [B, V]
+        targets = torch.full((len(qs), width), IGNORE, dtype=torch.long)
+        for b, q in enumerate(qs):
+            for k, t in shared[q][1]:
+                targets[b, k] = t
+        scores = option_logprobs(last, targets.to(last.device), ignore_index=IGNORE)
+        # Every option is read from the same next-token distribution: one entropy per question.
+        ent = token_stats(last).entropy.double().cpu().numpy()
+        logprobs[qs] = scores.logprobs.double().cpu().numpy()
+        n_tokens[qs] = scores.n_tokens.cpu().numpy()
+        entropy[qs] = np.where(n_tokens[qs] > 0, ent[:, None], np.nan)
+
+
+def _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, progress):
+    seqs = [c + x for c, x in pairs]
+    batches = length_sorted_batches([len(s) for s in seqs], batch_size)
+    for batch in tqdm(batches, desc="scoring options", disable=not progress):
+        ids, mask, pos = left_pad([seqs[j] for j in batch], lm.tokenizer.pad_token_id, lm.device)
+        n_cont = [len(pairs[j][1]) for j in batch]
+        keep = max(n_cont) + 1  # the position before the first option token predicts it
+        labels = torch.full((len(batch), keep), IGNORE, dtype=torch.long, device=ids.device)
+        for b, m in enumerate(n_cont):
+            labels[b, keep - m:] = ids[b, -m:]
+        logits = response_logits(lm, ids, mask, pos, keep=keep)
+        st = response_stats(logits, labels, ignore_index=IGNORE)
+        lp = st.logp_sum.double().cpu().numpy()
+        ent = st.entropy.double().cpu().numpy()
+        for b, j in enumerate(batch):
+            i, k = rows[j]
+            logprobs[i, k], entropy[i, k], n_tokens[i, k] = lp[b], ent[b], n_cont[b]
+
+
+# -------------------------------------------------------------------------- generation
+@dataclass
+class Generation:
+    """One generated response.
+
+    Attributes:
+        text: the decoded response (special tokens and the final eos removed).
+        token_ids: the generated ids, eos included when the model emitted it.
+        logprobs: [L] float64 log p(token | prompt, previous tokens) under the model's own
+            (temperature 1) distribution — what vLLM/OpenAI `logprobs` report.
+        entropy: [L] float64 Shannon entropy (nats) of each step's next-token distribution.
+        finished: True when the model emitted eos, False when max_new_tokens cut it off.
+    """
+
+    text: str
+    token_ids: list[int]
+    logprobs: np.ndarray
+    entropy: np.ndarray
+    finished: bool
+
+    @property
+    def mean_nll(self) -> float:
+        """The paper's response entropy H = -(1/|y|) sum_j log p(y_j | q, y_<j)."""
+        return float(-self.logprobs.mean()) if len(self.logprobs) else float("nan")
+
+
+def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Next token ids [B] from logits [B, V]: argmax when temperature == 0."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # Drop tokens once the mass before them already reaches top_p (keeps at least one).
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int = 256,
+             temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 16,
+             seed: int = 0, ids: Sequence = None, progress: bool = True) -> list[Generation]:
+    """Generate a response to each prompt, recording per-token log-probs and entropies.
+
+    Args:
+        lm: the model.
+        prompts: prompt texts (before rendering; the chat template is applied here).
+        max_new_tokens: most tokens per response.
+        temperature: 0 for greedy decoding, > 0 to sample (with nucleus `top_p`).
+        batch_size: prompts per batch; batches group prompts of similar length, left-padded.
+        seed: seeds the sampler (a run is reproducible for a given batch_size).
+        ids: names for the prompts in error messages (e.g. sample ids).
+
+    Returns one `Generation` per prompt, in the prompts' order.
+    """
+    if temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    ids = list(range(len(prompts))) if ids is None else list(ids)
+    encoded = lm._encode([lm.render(p) for p in prompts])
+    for name, e in zip(ids, encoded):
+        check_length(lm, len(e) + max_new_tokens, name)
+    generator = None
+    if temperature > 0:
+        generator = torch.Generator(device=lm.device).manual_seed(seed)
+    results: list[Generation | None] = [None] * len(prompts)
+    batches = length_sorted_batches([len(e) for e in encoded], batch_size)
+    for batch in tqdm(batches, desc="generating", disable=not progress):
+        outs = _generate_batch(lm, [encoded[j] for j in batch], max_new_tokens, temperature,
+                               top_p, generator)
+        for j, g in zip(batch, outs):
+            results[j] = g
+    return results
+
+
+def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator) -> list[Generation]:
+    model, eos = lm.model, torch.tensor(sorted(lm.eos_token_ids), device=lm.device)
+    pad = lm.tokenizer.pad_token_id
+    ids, mask, pos = left_pad(seqs, pad, lm.device)
+    cache_kw = _cache_kwarg(lm.base_model)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                logits_to_keep=1)
+    B = ids.shape[0]
+    done = torch.zeros(B, dtype=torch.bool, device=ids.device)
+    tokens, logps, ents = [], [], []
+    pos = pos[:, -1:]
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1]  # [B, V]
+        nxt = _sample_next(logits, temperature, top_p, generator)
+        st = token_stats(logits, nxt)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        tokens.append(nxt)
+        logps.append(st.logp.double())
+        ents.append(st.entropy.double())
+        done = done | torch.isin(nxt, eos)
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        pos = pos + 1
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                    use_cache=True, **{cache_kw: _cache_of(out)})
+    tok = torch.stack(tokens, 1).cpu()
+    lp, en = torch.stack(logps, 1).cpu().numpy(), torch.stack(ents, 1).cpu().numpy()
+    eos_set = lm.eos_token_ids
+    results = []
+    for b in range(B):
+        row, n, finished = tok[b].tolist(), 0, False
+        for t in row:
+            n += 1
+            if t in eos_set:
+                finished = True
+                break
+        text_ids = row[:n - 1] if finished else row[:n]
+        text = lm.tokenizer.decode(text_ids, skip_special_tokens=True)
+        results.append(Generation(text, row[:n], lp[b, :n].copy(), en[b, :n].copy(), finished))
+    return results

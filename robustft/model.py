@@ -1,0 +1,268 @@
+"""Load a causal language model and its tokenizer behind one small interface.
+
+`LanguageModel` is a plain pair (Hugging Face model, tokenizer) plus the two choices every
+stage needs to agree on:
+
+- how a prompt becomes model text (`render`): with the tokenizer's chat template when it has
+  one (the prompt is the user turn, the response the assistant turn), as raw text otherwise;
+- how a multiple-choice answer is given (`answer_by`): by its letter (``Answer: B``, what
+  instruct models do) or by its option text (``Answer: <text>``, the log-likelihood of the
+  choice, as evaluation harnesses score base models and as the tiny offline model answers).
+
+Fine-tuning, option scoring and generation all tokenise through `encode_pairs`, so the tokens
+a model is trained on are exactly the tokens it is later scored on.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+ANSWER_BY = ("letter", "text")
+QUANTIZE = (None, "4bit", "8bit")
+TOY = "toy"
+
+
+@dataclass
+class LanguageModel:
+    """A causal LM, its tokenizer and the prompt conventions used with it.
+
+    Attributes:
+        model: a `transformers` causal LM (or a peft model wrapping one).
+        tokenizer: its tokenizer; padding is set to the left and a pad token is added when
+            missing (the eos token), as batched generation needs.
+        answer_by: "letter" or "text" — the default way scoring, fine-tuning and evaluation
+            give a multiple-choice answer.
+        chat: apply the tokenizer's chat template. Defaults to whether it has one.
+        name: where the model came from (Hub id, folder, or "toy").
+        info: free-form notes the stages add (e.g. `finetune` stores its loss curve here).
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    answer_by: str | None = None
+    chat: bool | None = None
+    name: str = ""
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.chat is None:
+            self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        if self.answer_by is None:
+            # Instruct (chat) models answer with a letter; base models are scored by option text.
+            self.answer_by = "letter" if self.chat else "text"
+        if self.answer_by not in ANSWER_BY:
+            raise ValueError(f"answer_by must be one of {ANSWER_BY}, got {self.answer_by!r}")
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            if self.tokenizer.eos_token_id is None:
+                raise ValueError("the tokenizer has neither a pad nor an eos token")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def is_quantized(self) -> bool:
+        base = self.base_model
+        return bool(getattr(base, "hf_quantizer", None) is not None or
+                    getattr(base, "is_loaded_in_4bit", False) or
+                    getattr(base, "is_loaded_in_8bit", False))
+
+    @property
+    def base_model(self) -> torch.nn.Module:
+        """The transformers model itself (under a peft wrapper, if any)."""
+        get = getattr(self.model, "get_base_model", None)
+        return get() if get is not None else self.model
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence (prompt + response tokens) the model accepts."""
+        limits = [getattr(self.base_model.config, "max_position_embeddings", None),
+                  getattr(self.tokenizer, "model_max_length", None)]
+        limits = [int(n) for n in limits if n is not None and n < 10**8]
+        return min(limits) if limits else 2048
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """Token ids that end a response: the tokenizer's eos and the generation config's."""
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.base_model, "generation_config", None)
+        extra = getattr(gen, "eos_token_id", None)
+        ids |= set(extra) if isinstance(extra, (list, tuple)) else {extra}
+        return {i for i in ids if i is not None}
+
+    # ------------------------------------------------------------------------------- text
+    def render(self, prompt: str) -> str:
+        """The text the model reads before it starts its response.
+
+        With a chat template: the prompt as the user turn plus the assistant header. Without
+        one: the prompt itself.
+        """
+        if not self.chat:
+            return prompt
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+    def render_response(self, prompt: str, response: str) -> str:
+        """The response as it follows `render(prompt)` in a full conversation, end-of-turn
+        marker included (with a chat template; without one the caller appends eos)."""
+        if not self.chat:
+            return response
+        head = self.render(prompt)
+        full = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+            tokenize=False)
+        if not full.startswith(head):
+            # A template that rewrites earlier turns: fall back to response + eos.
+            return response + (self.tokenizer.eos_token or "")
+        return full[len(head):]
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        # A rendered chat text already holds its special tokens (e.g. <|begin_of_text|>).
+        return self.tokenizer(list(texts), add_special_tokens=not self.chat)["input_ids"]
+
+    def encode_pairs(self, contexts: list[str], continuations: list[str],
+                     add_eos: bool = False) -> list[tuple[list[int], list[int]]]:
+        """Token ids of (context, continuation) pairs, tokenised as one text and split.
+
+        The continuation's ids are ``encode(context + continuation)[len(encode(context)):]``
+        (the evaluation-harness rule) when that split is clean, so a response is tokenised the
+        same way whether it is trained on, scored or generated; otherwise the continuation
+        is tokenised on its own. `add_eos` appends the eos id (for training targets of models
+        without a chat template, whose responses have no end-of-turn marker).
+        """
+        if len(contexts) != len(continuations):
+            raise ValueError("contexts and continuations differ in length")
+        ctx_ids = self._encode(contexts)
+        joint_ids = self._encode([c + x for c, x in zip(contexts, continuations)])
+        alone = None
+        pairs = []
+        for i, (c, j) in enumerate(zip(ctx_ids, joint_ids)):
+            if len(j) > len(c) and j[:len(c)] == c:
+                cont = j[len(c):]
+            else:
+                if alone is None:
+                    alone = self.tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
+                cont = alone[i]
+            if add_eos and not self.chat:
+                cont = cont + [self.tokenizer.eos_token_id]
+            pairs.append((c, cont))
+        return pairs
+
+
+# ------------------------------------------------------------------------------- loading
+def _quantization_config(quantize: str | None, compute_dtype: torch.dtype):
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    if quantize is None:
+        return None
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"quantize={quantize!r} loads the model through bitsandbytes, which needs a CUDA "
+            "GPU; no CUDA device is visible here. Load with quantize=None on CPU (the toy "
+            "model and small models run fine in float32).")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"quantize={quantize!r} needs bitsandbytes: "
+                          "pip install 'robustft[gpu]' (or pip install bitsandbytes)") from e
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def _default_dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.dtype | None = None,
+               device: str | None = None, trust_remote_code: bool = False,
+               answer_by: str | None = None, chat: bool | None = None,
+               adapter: str | os.PathLike | None = None, **model_kwargs) -> LanguageModel:
+    """Load a causal LM and its tokenizer as a `LanguageModel`.
+
+    Args:
+        name_or_path: a Hugging Face Hub id, a local folder (weights as safetensors), or
+            "toy" for the built-in offline model (`robustft.offline`).
+        quantize: None, "4bit" (NF4, double quantisation — the QLoRA setting) or "8bit";
+            bitsandbytes on CUDA only (a RuntimeError on CPU).
+        dtype: weight dtype; default bfloat16 (float16 without bf16 support) on CUDA,
+            float32 on CPU.
+        device: "cuda" when available, else "cpu".
+        trust_remote_code: run model code shipped with the checkpoint. Off unless asked.
+        answer_by: "letter" or "text"; default "letter" when the tokenizer has a chat template
+            (instruct models), "text" otherwise (base models, the toy model).
+        chat: apply the chat template; default: when the tokenizer has one.
+        adapter: a folder with a LoRA adapter saved by `robustft.finetune` to load on top.
+        model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (e.g. revision,
+            attn_implementation).
+    """
+    if name_or_path == TOY:
+        if quantize is not None:
+            raise ValueError("the toy model is tiny and runs in float32; quantize must be None")
+        from .offline import load_toy_model
+
+        model, tokenizer = load_toy_model()
+        if device is not None or dtype is not None:
+            model = model.to(device=device, dtype=dtype)
+        lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by or "text",
+                           chat=chat, name=TOY)
+        return _with_adapter(lm, adapter)
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or _default_dtype(device)
+    qconfig = _quantization_config(quantize, dtype)
+    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True, **model_kwargs)
+    kwargs[_dtype_kwarg()] = dtype
+    if qconfig is not None:
+        kwargs.update(quantization_config=qconfig, device_map={"": torch.cuda.current_device()})
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    if qconfig is None:
+        model = model.to(device)
+    lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by, chat=chat,
+                       name=str(name_or_path))
+    return _with_adapter(lm, adapter)
+
+
+def _dtype_kwarg() -> str:
+    # transformers renamed `torch_dtype` to `dtype` (4.56); keep working on older installs.
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def _with_adapter(lm: LanguageModel, adapter) -> LanguageModel:
+    if adapter is None:
+        return lm
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(lm.model, str(adapter)).eval()
+    return LanguageModel(peft_model, lm.tokenizer, answer_by=lm.answer_by, chat=lm.chat,
+                         name=f"{lm.name}+{adapter}")
+
+
+def copy_model(lm: LanguageModel) -> LanguageModel:
+    """A deep copy (weights included) sharing the tokenizer; quantized models cannot be copied."""
+    if lm.is_quantized:
+        raise ValueError("a 4-bit/8-bit model cannot be copied: load a fresh one instead")
+    return LanguageModel(copy.deepcopy(lm.model), lm.tokenizer, answer_by=lm.answer_by,
+                         chat=lm.chat, name=lm.name, info=dict(lm.info))

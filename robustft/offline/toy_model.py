@@ -1,0 +1,242 @@
+"""The toy model: a tiny Llama pre-trained in-process on the synthetic domain, cached on disk.
+
+`load_toy_model()` returns a `transformers` LlamaForCausalLM and its tokenizer. The first
+call pre-trains it from the config (a couple of minutes on 2 CPU cores) and saves it under
+the cache folder, in a subfolder named by a hash of the config; later calls load it in
+about a second. Delete the folder (or change any config field) and it is rebuilt — the
+same config gives the same weights.
+
+Cache folder: ``$ROBUSTFT_CACHE`` when set, else ``~/.cache/robustft``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .tokenizer import build_tokenizer
+from .world import CorpusConfig, WorldConfig, make_world, pretraining_corpus
+
+# Bump when the code that turns a config into weights changes in a way the config does not
+# show (the corpus renderer, the training loop), so stale caches are not reused.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Llama architecture of the toy model."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 512
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The pre-training run: AdamW, linear warm-up then cosine decay to `final_lr_ratio`."""
+
+    passes: float = 2.0
+    batch_tokens: int = 8192
+    lr: float = 3e-3
+    warmup_steps: int = 60
+    final_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Everything that determines the toy model's weights (and its cache key)."""
+
+    world: WorldConfig = field(default_factory=WorldConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def for_seed(cls, seed: int) -> "ToyConfig":
+        """The default config with `seed` for the world and for training."""
+        base = cls()
+        return replace(base, world=replace(base.world, seed=seed), train=replace(base.train, seed=seed))
+
+    def as_dict(self) -> dict:
+        return {"format": FORMAT_VERSION, **asdict(self)}
+
+    def key(self) -> str:
+        """Hash of the config: the name of its cache subfolder."""
+        blob = json.dumps(self.as_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """The cache folder: `path`, else $ROBUSTFT_CACHE, else ~/.cache/robustft."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("ROBUSTFT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "robustft"
+
+
+def llama_config(cfg: ToyConfig, tokenizer):
+    from transformers import LlamaConfig
+
+    m = cfg.model
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size, num_hidden_layers=m.num_hidden_layers,
+        num_attention_heads=m.num_attention_heads, num_key_value_heads=m.num_attention_heads,
+        max_position_embeddings=m.max_position_embeddings, rope_theta=10000.0,
+        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
+def _batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
+    """Documents grouped by similar length into batches of about `batch_tokens` tokens,
+    in random order (little padding, every document once)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: lengths[i])  # stable: random order within a length
+    batches, cur, width = [], [], 0
+    for i in order:
+        width2 = max(width, lengths[i])
+        if cur and width2 * (len(cur) + 1) > batch_tokens:
+            batches.append(cur)
+            cur, width2 = [], lengths[i]
+        cur.append(i)
+        width = width2
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def pretrain(cfg: ToyConfig, progress: bool = True, log: list | None = None, callback=None):
+    """Pre-train the toy model from scratch. Returns (model, tokenizer).
+
+    The corpus is rendered afresh for each pass (new distractors, option orders and house
+    names in the questions), so passes add variety rather than repeat text.
+    """
+    from transformers import LlamaForCausalLM
+    from tqdm.auto import tqdm
+
+    world = make_world(cfg.world)
+    tc = cfg.train
+    n_passes = math.ceil(tc.passes)
+    corpora = [pretraining_corpus(world, cfg.corpus, seed=tc.seed * 1000 + k) for k in range(n_passes)]
+    tokenizer = build_tokenizer(corpora[0], world.vocabulary())
+    torch.manual_seed(tc.seed)
+    model = LlamaForCausalLM(llama_config(cfg, tokenizer))
+    model.train()
+
+    rng = random.Random(tc.seed)
+    plan = []  # (pass, batch of document indices)
+    encoded = []
+    for k, docs in enumerate(corpora):
+        ids = tokenizer(docs)["input_ids"]
+        ids = [x + [tokenizer.eos_token_id] for x in ids]
+        encoded.append(ids)
+        batches = _batches([len(x) for x in ids], tc.batch_tokens, rng)
+        if k == n_passes - 1 and tc.passes < n_passes:
+            batches = batches[: int(len(batches) * (tc.passes - k))]
+        plan += [(k, b) for b in batches]
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=tc.lr, betas=(0.9, 0.98), eps=1e-8)
+    total = len(plan)
+
+    def lr_at(step):
+        if step < tc.warmup_steps:
+            return (step + 1) / tc.warmup_steps
+        t = (step - tc.warmup_steps) / max(1, total - tc.warmup_steps)
+        return tc.final_lr_ratio + (1 - tc.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    pad = tokenizer.pad_token_id
+    start = time.time()
+    bar = tqdm(plan, desc="pre-training the toy model", disable=not progress)
+    for step, (k, batch) in enumerate(bar):
+        seqs = [encoded[k][i] for i in batch]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+        for b, s in enumerate(seqs):
+            ids[b, : len(s)] = labels[b, : len(s)] = torch.tensor(s)
+        # Right padding under a causal mask: no real token attends to a pad, so no attention
+        # mask is needed (and SDPA takes its fast causal path).
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if log is not None:
+            log.append((step, time.time() - start, loss.item()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if callback is not None:
+            callback(step, model)
+    model.eval()
+    return model, tokenizer
+
+
+def save(model, tokenizer, cfg: ToyConfig, folder: Path, seconds: float | None = None) -> None:
+    """Write weights (safetensors), tokenizer and config into `folder` atomically."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {"config": cfg.as_dict(), "key": cfg.key(), "pretrain_seconds": seconds}
+        (tmp / "toy_config.json").write_text(json.dumps(meta, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_toy_model(config: ToyConfig | None = None, cache_dir: str | os.PathLike | None = None,
+                   progress: bool = True, *, seed: int | None = None, rebuild: bool = False):
+    """The toy model and its tokenizer, from the cache or pre-trained now (then cached).
+
+    Args:
+        config: the `ToyConfig` (default `ToyConfig()`); `seed` instead picks
+            `ToyConfig.for_seed(seed)`.
+        cache_dir: where models are cached (default $ROBUSTFT_CACHE, else ~/.cache/robustft).
+        progress: show a progress bar while pre-training.
+        rebuild: pre-train even when a cached copy exists (and overwrite it).
+
+    Returns (model, tokenizer): a `LlamaForCausalLM` in eval mode (float32, CPU) and a
+    `PreTrainedTokenizerFast`.
+    """
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    if config is None:
+        config = ToyConfig.for_seed(seed) if seed is not None else ToyConfig()
+    folder = _cache_folder(config, cache_dir)
+    if not rebuild and (folder / "model.safetensors").exists():
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+        model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        return model.eval(), tokenizer
+    start = time.time()
+    model, tokenizer = pretrain(config, progress=progress)
+    save(model, tokenizer, config, folder, seconds=time.time() - start)
+    return model, tokenizer
+
+
+def _cache_folder(config: ToyConfig, path) -> Path:
+    return cache_dir(path) / f"toy-{config.key()}"

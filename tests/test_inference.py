@@ -1,0 +1,211 @@
+"""Option scoring and generation against float64 brute force on a tiny random Llama."""
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from robustft.inference import (generate, left_pad, option_probs, predict_letters,
+                                score_options)
+from robustft.prompts import ANSWER_PREFIX, answer_line, direct_prompt
+from robustft.sample import SHORT, Sample, letter
+from tiny_lm import make_lm, make_samples
+
+TOL = 2e-4  # float32 model vs float64 reference, summed over a few tokens
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return make_lm()
+
+
+@pytest.fixture(scope="module")
+def chat_lm():
+    return make_lm(chat=True)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return make_samples(12)
+
+
+def _logprobs64(lm, ids):
+    """[T, V] float64 log-softmax of an unpadded sequence's logits, from a float64 copy."""
+    model64 = _double(lm)
+    with torch.no_grad():
+        logits = model64(input_ids=torch.tensor([ids])).logits[0]
+    return torch.log_softmax(logits.double(), -1)
+
+
+_DOUBLES = {}
+
+
+def _double(lm):
+    if id(lm) not in _DOUBLES:
+        _DOUBLES[id(lm)] = copy.deepcopy(lm.model).double().eval()
+    return _DOUBLES[id(lm)]
+
+
+def _brute_option_scores(lm, samples, by):
+    """log p(option | rendered prompt + "Answer:") and mean entropy, one sequence at a time."""
+    n, K = len(samples), max(len(s.options) for s in samples)
+    lp, ent = np.full((n, K), -np.inf), np.full((n, K), np.nan)
+    for i, s in enumerate(samples):
+        head = lm.render(direct_prompt(s)) + ANSWER_PREFIX
+        for k in range(len(s.options)):
+            cont = answer_line(s, letter(k), by=by)[len(ANSWER_PREFIX):]
+            (c, x), = lm.encode_pairs([head], [cont])
+            logp = _logprobs64(lm, c + x)
+            rows = range(len(c) - 1, len(c) + len(x) - 1)  # positions predicting the option
+            lp[i, k] = sum(logp[r, t].item() for r, t in zip(rows, x))
+            ent[i, k] = np.mean([-(logp[r].exp() * logp[r]).sum().item() for r in rows])
+    return lp, ent
+
+
+@pytest.mark.parametrize("by", ["letter", "text"])
+def test_option_scores_match_float64_brute_force(lm, samples, by):
+    got = score_options(lm, samples, by=by, batch_size=5, progress=False)
+    want_lp, want_ent = _brute_option_scores(lm, samples, by)
+    np.testing.assert_allclose(got.logprobs, want_lp, atol=TOL, rtol=0)
+    np.testing.assert_allclose(got.entropy, want_ent, atol=TOL, rtol=0)
+    assert got.predictions == [letter(int(k)) for k in want_lp.argmax(1)]
+    if by == "text":  # "light <colour>" options are two tokens
+        assert got.n_tokens.max() >= 2 and got.n_tokens.min() == 1
+    else:
+        assert (got.n_tokens == 1).all()
+    np.testing.assert_allclose(got.probs.sum(1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(got.mean_nll, -got.logprobs / got.n_tokens)
+
+
+def test_chat_template_scoring_matches_brute_force(chat_lm, samples):
+    assert chat_lm.chat and chat_lm.answer_by == "letter"
+    got = score_options(chat_lm, samples[:6], progress=False)
+    want, _ = _brute_option_scores(chat_lm, samples[:6], "letter")
+    np.testing.assert_allclose(got.logprobs, want, atol=TOL, rtol=0)
+    # The scored context really is the rendered conversation, assistant turn prefilled.
+    head = chat_lm.render(direct_prompt(samples[0])) + ANSWER_PREFIX
+    assert head.endswith("<|im_start|>assistant\nAnswer:")
+
+
+@pytest.mark.parametrize("by", ["letter", "text"])
+def test_batched_equals_unbatched(lm, samples, by):
+    # Varying question lengths, so batches are left-padded by different amounts.
+    one = score_options(lm, samples, by=by, batch_size=1, progress=False)
+    many = score_options(lm, samples, by=by, batch_size=64, progress=False)
+    np.testing.assert_allclose(many.logprobs, one.logprobs, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(many.entropy, one.entropy, atol=1e-5, rtol=0)
+
+
+def test_uneven_option_counts_are_padded(lm, samples):
+    mixed = [samples[0], dataclasses.replace(samples[1], options=samples[1].options[:2], answer="B")]
+    got = score_options(lm, mixed, by="text", progress=False)
+    assert got.logprobs.shape == (2, 4)
+    assert np.isinf(got.logprobs[1, 2:]).all() and (got.n_tokens[1, 2:] == 0).all()
+    assert np.isfinite(got.logprobs[1, :2]).all()
+    np.testing.assert_allclose(got.probs[1, 2:], 0.0)
+
+
+def test_predictions_from_external_logprobs():
+    lp = np.array([[-1.0, -0.5, -3.0], [-4.0, -2.0, -np.inf]])
+    assert predict_letters(lp) == ["B", "B"]
+    # By mean per token, a long option with a lower total can win.
+    assert predict_letters(lp, n_tokens=np.array([[4, 1, 1], [1, 1, 0]]), length_normalize=True) == ["A", "B"]
+    z = np.exp(-4.0) + np.exp(-2.0)
+    np.testing.assert_allclose(option_probs(lp)[1], [np.exp(-4.0) / z, np.exp(-2.0) / z, 0.0])
+
+
+def test_clear_errors(lm, samples):
+    long = dataclasses.replace(samples[0], id="too-long", question=" ".join(["red"] * 600))
+    with pytest.raises(ValueError, match="too-long"):
+        score_options(lm, [long], progress=False)
+    short = Sample(id="s1", question="How many?", answer="3", task=SHORT)
+    with pytest.raises(ValueError, match="not multiple choice"):
+        score_options(lm, [short], progress=False)
+
+
+def test_left_pad_positions():
+    ids, mask, pos = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+# ---------------------------------------------------------------------------- generation
+def _greedy_brute(lm, prompt, max_new_tokens):
+    """Greedy decoding by full recomputation, no cache, no padding, float64."""
+    ids = lm._encode([lm.render(prompt)])[0]
+    out, lps, ents = [], [], []
+    for _ in range(max_new_tokens):
+        logp = _logprobs64(lm, ids + out)[-1]
+        t = int(logp.argmax())
+        out.append(t)
+        lps.append(logp[t].item())
+        ents.append(-(logp.exp() * logp).sum().item())
+        if t in lm.eos_token_ids:
+            break
+    return out, np.array(lps), np.array(ents)
+
+
+def test_greedy_generation_is_stepwise_argmax(lm, samples):
+    prompts = [direct_prompt(s) for s in samples[:5]]
+    gens = generate(lm, prompts, max_new_tokens=6, batch_size=3, progress=False)
+    for p, g in zip(prompts, gens):
+        ids, lps, ents = _greedy_brute(lm, p, 6)
+        assert g.token_ids == ids
+        np.testing.assert_allclose(g.logprobs, lps, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(g.entropy, ents, atol=1e-4, rtol=0)
+        assert g.text == lm.tokenizer.decode(ids, skip_special_tokens=True)
+        assert g.mean_nll == pytest.approx(-lps.mean(), abs=1e-4)
+
+
+def test_generation_stops_at_eos_per_row(samples):
+    """With an eos bias, rows finish at different steps; finished rows stop, others go on."""
+    lm = make_lm(seed=1)
+    lm.model.lm_head.bias = torch.nn.Parameter(torch.zeros(lm.model.config.vocab_size))
+    prompts = [direct_prompt(s) for s in samples]
+    eos = lm.tokenizer.eos_token_id
+    for bias in np.arange(0.0, 12.0, 0.5):
+        lm.model.lm_head.bias.data[eos] = float(bias)
+        _DOUBLES.pop(id(lm), None)
+        brute = [_greedy_brute(lm, p, 8)[0] for p in prompts]
+        lengths = {len(b) for b in brute}
+        if any(b[-1] == eos for b in brute) and len(lengths) > 1:
+            break
+    else:
+        pytest.fail("no eos bias gave rows of different lengths")
+    gens = generate(lm, prompts, max_new_tokens=8, batch_size=12, progress=False)
+    for g, b in zip(gens, brute):
+        assert g.token_ids == b
+        assert g.finished == (b[-1] == eos)
+        assert len(g.logprobs) == len(b)
+        assert "</s>" not in g.text
+
+
+def test_sampling_is_seeded_and_logprobs_are_exact(lm, samples):
+    prompts = [direct_prompt(s) for s in samples[:4]]
+    a = generate(lm, prompts, max_new_tokens=5, temperature=1.0, seed=3, progress=False)
+    b = generate(lm, prompts, max_new_tokens=5, temperature=1.0, seed=3, progress=False)
+    c = generate(lm, prompts, max_new_tokens=5, temperature=1.0, seed=4, progress=False)
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    assert [g.token_ids for g in a] != [g.token_ids for g in c]
+    greedy = generate(lm, prompts, max_new_tokens=5, progress=False)
+    assert [g.token_ids for g in a] != [g.token_ids for g in greedy]
+    for p, g in zip(prompts, a):  # log-probs are the model's own (temperature 1)
+        ids = lm._encode([lm.render(p)])[0]
+        logp = _logprobs64(lm, ids + g.token_ids)
+        want = [logp[len(ids) - 1 + j, t].item() for j, t in enumerate(g.token_ids)]
+        np.testing.assert_allclose(g.logprobs, want, atol=1e-4, rtol=0)
+
+
+def test_top_p_keeps_the_nucleus(lm, samples):
+    # top_p tiny -> only the most likely token survives: sampling equals greedy.
+    prompts = [direct_prompt(s) for s in samples[:3]]
+    nucleus = generate(lm, prompts, max_new_tokens=5, temperature=1.0, top_p=1e-6, progress=False)
+    greedy = generate(lm, prompts, max_new_tokens=5, progress=False)
+    assert [g.token_ids for g in nucleus] == [g.token_ids for g in greedy]
+
+
+def test_generation_prompt_too_long(lm):
+    with pytest.raises(ValueError, match="p-long"):
+        generate(lm, ["red " * 600], ids=["p-long"], progress=False)

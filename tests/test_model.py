@@ -1,0 +1,99 @@
+"""load_model and the LanguageModel conventions (rendering, tokenisation, defaults)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robustft.inference import score_options
+from robustft.model import LanguageModel, load_model
+from robustft.prompts import direct_prompt
+from tiny_lm import make_lm, make_model, make_samples, make_tokenizer
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error path")
+
+
+@no_cuda
+@pytest.mark.parametrize("quantize", ["4bit", "8bit"])
+def test_quantize_on_cpu_is_a_clear_error(quantize, tmp_path):
+    with pytest.raises(RuntimeError, match="CUDA"):
+        load_model(str(tmp_path), quantize=quantize)
+
+
+def test_unknown_quantize_and_answer_by_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="quantize"):
+        load_model(str(tmp_path), quantize="3bit")
+    tok = make_tokenizer()
+    with pytest.raises(ValueError, match="answer_by"):
+        LanguageModel(make_model(len(tok)), tok, answer_by="index")
+
+
+def test_local_folder_round_trip(tmp_path):
+    lm = make_lm(chat=True)
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert loaded.chat and loaded.answer_by == "letter" and loaded.model.dtype == torch.float32
+    ids = torch.tensor(lm._encode([lm.render("Question: What color is the cat?")]))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, lm.model(ids).logits)
+    samples = make_samples(4)
+    np.testing.assert_allclose(score_options(loaded, samples, progress=False).logprobs,
+                               score_options(lm, samples, progress=False).logprobs, atol=1e-6)
+
+
+def test_remote_code_is_not_run_unless_asked(tmp_path):
+    """A checkpoint that ships its own modelling code is refused with trust_remote_code off,
+    and that code is never imported."""
+    lm = make_lm()
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    marker = tmp_path / "remote_code_ran"
+    (tmp_path / "modeling_evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "class EvilConfig(LlamaConfig):\n    model_type = 'evil-llama'\n"
+        "class EvilModel(LlamaForCausalLM):\n    config_class = EvilConfig\n")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["model_type"] = "evil-llama"
+    cfg["auto_map"] = {"AutoConfig": "modeling_evil.EvilConfig",
+                      "AutoModelForCausalLM": "modeling_evil.EvilModel"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(Exception, match="trust_remote_code|evil-llama"):
+        load_model(str(tmp_path), device="cpu")
+    assert not marker.exists()
+    # Asked for explicitly, the shipped code does run.
+    evil = load_model(str(tmp_path), device="cpu", trust_remote_code=True)
+    assert marker.exists() and type(evil.model).__name__ == "EvilModel"
+
+
+def test_defaults_follow_the_chat_template():
+    plain, chat = make_lm(), make_lm(chat=True)
+    assert (plain.chat, plain.answer_by) == (False, "text")
+    assert (chat.chat, chat.answer_by) == (True, "letter")
+    assert plain.tokenizer.padding_side == "left" and plain.tokenizer.pad_token == "<pad>"
+    # The raw prompt is used as is; the chat prompt is the user turn plus the assistant header.
+    p = direct_prompt(make_samples(1)[0])
+    assert plain.render(p) == p
+    assert chat.render(p) == f"<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n"
+    assert chat.render_response(p, "Answer: B") == "Answer: B<|im_end|>\n"
+    assert chat.tokenizer.convert_tokens_to_ids("<|im_end|>") in chat.eos_token_ids
+    assert plain.max_length == 512
+
+
+def test_missing_pad_token_falls_back_to_eos():
+    tok = make_tokenizer()
+    tok.pad_token = None
+    lm = LanguageModel(make_model(len(tok)), tok)
+    assert lm.tokenizer.pad_token_id == lm.tokenizer.eos_token_id
+
+
+def test_toy_model_through_the_same_interface():
+    offline = pytest.importorskip("robustft.offline")
+    if not hasattr(offline, "load_toy_model"):
+        pytest.skip("robustft.offline has no load_toy_model yet")
+    lm = load_model("toy")
+    assert lm.name == "toy" and lm.answer_by == "text" and not lm.chat
+    with pytest.raises(ValueError, match="quantize"):
+        load_model("toy", quantize="4bit")
