@@ -130,6 +130,20 @@ def copy_bandwidth(device) -> float:
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
 
+def working(fns: dict, args) -> dict:
+    """Drop methods that fail here (no C++ compiler for torch.compile, out of memory...)."""
+    ok = {}
+    for name, fn in fns.items():
+        try:
+            fn(*args)
+            ok[name] = fn
+        except Exception as err:  # report and go on: a benchmark row missing beats no benchmark
+            print(f"  {name}: skipped ({type(err).__name__}: {str(err)[:200]})", flush=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return ok
+
+
 def time_cuda(fns: dict, args) -> dict:
     import triton.testing
 
@@ -220,7 +234,7 @@ def run_token_sweep(device, copy_gbs, quick, rounds):
     for n, v, dt in shapes:
         print(f"token_stats N={n} V={v} {dt}", flush=True)
         args = make_token_inputs(n, v, DTYPES[dt], device)
-        fns = token_methods(device)
+        fns = working(token_methods(device), args)
         timing = time_cuda(fns, args) if device.type == "cuda" else time_cpu(fns, args, rounds)
         nbytes = n * v * args[0].element_size() + 28 * n
         for name, fn in fns.items():
@@ -247,7 +261,7 @@ def run_linear_sweep(device, quick, rounds):
     for n, h, v, model, dt in shapes:
         print(f"linear_token_stats N={n} H={h} V={v} {dt} ({model})", flush=True)
         args = make_linear_inputs(n, h, v, DTYPES[dt], device)
-        fns = linear_methods(device)
+        fns = working(linear_methods(device), args)
         timing = time_cuda(fns, args) if device.type == "cuda" else time_cpu(fns, args, rounds)
         for name, fn in fns.items():
             r = {"op": "linear_token_stats", "N": n, "H": h, "V": v, "model": model, "dtype": dt,
@@ -259,6 +273,48 @@ def run_linear_sweep(device, quick, rounds):
             print(f"  {name:22s} {r['ms']:9.2f} ms {r['TFLOP/s']:7.2f} TFLOP/s "
                   f"peak +{r['peak_extra_MiB']} MiB", flush=True)
         del args
+    return rows
+
+
+TOKEN_CONFIGS = [(1024, 4), (2048, 4), (2048, 8), (4096, 8), (4096, 16), (8192, 16)]  # (BLOCK_V, warps)
+LINEAR_CONFIGS = [  # (BLOCK_N, BLOCK_V, BLOCK_K, warps, stages)
+    (128, 128, 64, 8, 3), (128, 128, 64, 8, 4), (128, 64, 64, 8, 3), (64, 128, 64, 4, 3),
+    (128, 256, 64, 8, 3), (64, 64, 64, 4, 4),
+]
+
+
+def run_config_sweep(device, copy_gbs):
+    """CUDA only: launch configurations of both kernels, to set the defaults from data."""
+    from . import triton_ops
+
+    rows = []
+    n, v = 16384, 128256
+    x, t = make_token_inputs(n, v, torch.bfloat16, device)
+    for bv, nw in TOKEN_CONFIGS:
+        fn = lambda: triton_ops.token_stats_triton(x, t, block_v=bv, num_warps=nw)  # noqa: E731
+        ms = time_cuda({"k": fn}, ())["k"]["ms"]
+        gbs = (n * v * 2 + 28 * n) / (ms * 1e-3) / 1e9
+        rows.append({"op": "token_stats", "N": n, "V": v, "BLOCK_V": bv, "num_warps": nw, "ms": ms,
+                     "pct_copy_bw": 100 * gbs / copy_gbs,
+                     "default": (bv, nw) == (triton_ops.TOKEN_STATS_BLOCK_V, triton_ops.TOKEN_STATS_NUM_WARPS)})
+        print(f"  token_stats BLOCK_V={bv} warps={nw}: {ms:.3f} ms, {rows[-1]['pct_copy_bw']:.1f}% copy")
+    del x, t
+    for n, h, v, model in GPU_LINEAR_SHAPES:
+        hid, w, t = make_linear_inputs(n, h, v, torch.bfloat16, device)
+        for bn, bv, bk, nw, ns in LINEAR_CONFIGS:
+            fn = lambda: triton_ops.linear_token_stats_triton(  # noqa: E731
+                hid, w, t, block_n=bn, block_v=bv, block_k=bk, num_warps=nw, num_stages=ns)
+            try:
+                ms = time_cuda({"k": fn}, ())["k"]["ms"]
+            except Exception as err:  # e.g. out of shared memory for a large tile
+                print(f"  linear {model} {bn}x{bv}x{bk} w{nw} s{ns}: failed ({type(err).__name__})")
+                continue
+            rows.append({"op": "linear_token_stats", "model": model, "BLOCK_N": bn, "BLOCK_V": bv,
+                         "BLOCK_K": bk, "num_warps": nw, "num_stages": ns, "ms": ms,
+                         "TFLOP/s": 2 * n * h * v / (ms * 1e-3) / 1e12})
+            print(f"  linear {model} {bn}x{bv}x{bk} w{nw} s{ns}: {ms:.3f} ms "
+                  f"{rows[-1]['TFLOP/s']:.0f} TFLOP/s")
+        del hid, w, t
     return rows
 
 
@@ -337,7 +393,7 @@ def device_info(device):
     return name, slug
 
 
-def write_markdown(path, meta, rows, checks):
+def write_markdown(path, meta, rows, checks, sweep=()):
     lines = [f"# robustft.kernels benchmark: {meta['device_name']}", "",
              f"{meta['date']}; torch {meta['torch']}, triton {meta['triton']}; "
              f"measured copy bandwidth {meta['copy_GBps']:.1f} GB/s (read + write).", ""]
@@ -369,6 +425,17 @@ def write_markdown(path, meta, rows, checks):
         lines += ["## Acceptance checks", "", "| check | value | limit | pass |", "|---|---:|---|---|"]
         lines += [f"| {c['check']} | {c['value']} | {c['limit']} | {c['pass']} |" for c in checks]
         lines.append("")
+    if sweep:
+        lines += ["## Launch-configuration sweep (Triton)", "", "| op | config | ms | metric |",
+                  "|---|---|---:|---:|"]
+        for r in sweep:
+            if r["op"] == "token_stats":
+                cfg = f"BLOCK_V={r['BLOCK_V']} warps={r['num_warps']}" + (" (default)" if r["default"] else "")
+                lines.append(f"| token_stats 16k x 128256 | {cfg} | {r['ms']:.3f} | {r['pct_copy_bw']:.1f}% copy |")
+            else:
+                cfg = f"{r['BLOCK_N']}x{r['BLOCK_V']}x{r['BLOCK_K']} w{r['num_warps']} s{r['num_stages']}"
+                lines.append(f"| linear {r['model']} | {cfg} | {r['ms']:.3f} | {r['TFLOP/s']:.0f} TFLOP/s |")
+        lines.append("")
     path.write_text("\n".join(lines))
 
 
@@ -398,7 +465,9 @@ def write_plot(path, meta, rows):
             ax.bar([j + i * width for j in range(len(groups))], ys, width, label=m)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))], groups, fontsize=8)
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
+        top = max([r[key] for r in data] + ([meta["copy_GBps"]] if key == "GB/s" else []), default=1)
+        ax.set_ylim(0, 1.3 * top)  # headroom for the legend
+        ax.legend(fontsize=8, loc="upper right")
     axes[0].axhline(meta["copy_GBps"], color="k", ls="--", lw=1)
     axes[0].text(0, meta["copy_GBps"], " device copy bandwidth", va="bottom", fontsize=8)
     axes[0].set_title("token_stats")
@@ -415,6 +484,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=7, help="CPU timing rounds")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--skip-linear", action="store_true")
+    p.add_argument("--no-sweep", action="store_true", help="CUDA: skip the launch-config sweep")
     p.add_argument("--peak-rss", help=argparse.SUPPRESS)  # internal: measure one CPU method
     args = p.parse_args(argv)
     if args.peak_rss:
@@ -436,13 +506,17 @@ def main(argv=None):
     rows = run_token_sweep(device, copy_gbs, args.quick, args.rounds)
     if not args.skip_linear:
         rows += run_linear_sweep(device, args.quick, args.rounds)
+    sweep = []
+    if device.type == "cuda" and not args.no_sweep:
+        print("launch-configuration sweep", flush=True)
+        sweep = run_config_sweep(device, copy_gbs)
     checks = acceptance(rows, device)
     for c in checks:
         print(f"{'PASS' if c['pass'] else 'FAIL'}  {c['check']}: {c['value']} ({c['limit']})")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / slug
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "checks": checks}, indent=1))
-    write_markdown(stem.with_suffix(".md"), meta, rows, checks)
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "checks": checks, "config_sweep": sweep}, indent=1))
+    write_markdown(stem.with_suffix(".md"), meta, rows, checks, sweep)
     write_plot(stem.with_suffix(".png"), meta, rows)
     print(f"wrote {stem}.json/.md/.png")
 

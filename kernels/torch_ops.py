@@ -23,6 +23,9 @@ large, and ``e^y · y`` is taken as 0 where z = -inf (p = 0 there, so p log p = 
 
 from __future__ import annotations
 
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 # Logits per chunk: the two float32 temporaries are 4 MiB each (plus 4 MiB for the upcast of
@@ -32,6 +35,9 @@ import torch
 # (out of cache), 2^19 suffered most from barrier overhead when the cores were shared.
 # Rows per chunk = this // V (at least 1).
 CHUNK_ELEMENTS = 1 << 20
+# On a GPU the torch path is only a fallback (Triton is the default there); chunks are
+# larger so that kernel-launch overhead, not the chunking, stays negligible: 256 MiB buffers.
+CUDA_CHUNK_ELEMENTS = 1 << 26
 
 _NEG_INF = float("-inf")
 _NAN = float("nan")
@@ -39,22 +45,28 @@ _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
 
 
-def _chunk_stats(x: torch.Tensor, targets: torch.Tensor | None, ignore_index: int):
+def _chunk_stats(x: torch.Tensor, targets: torch.Tensor | None, ignore_index: int, work: torch.Tensor):
     """Statistics of a block of rows, with the whole vocabulary present.
 
     Args:
         x: ``[c, V]`` logits, any float dtype, any strides.
         targets: ``[c]`` int64 or None.
+        work: float32 workspace ``[2 or 3, >= c, V]`` (the third slot for upcasting 16-bit
+            input), reused across chunks: no allocation and no page faults per chunk.
 
     Returns:
         ``(lse, logp, entropy, argmax)``: ``[c]`` float32 x3 and ``[c]`` int64.
     """
-    V = x.shape[-1]
-    x32 = x.float()  # no copy for float32 input
+    c, V = x.shape
+    if x.dtype == torch.float32:
+        x32 = x  # a view: no copy
+    else:
+        x32 = work[2, :c]
+        x32.copy_(x)  # upcast one chunk
     m, argmax = row_max_argmax(x32)
     has_dist = m > _NEG_INF  # False for all -inf rows (and NaN rows)
     m_safe = torch.where(has_dist, m, torch.zeros_like(m))  # avoids -inf - -inf = NaN
-    s, t = _exp_moments(x32, m_safe)
+    s, t = _exp_moments(x32, m_safe, work[0, :c], work[1, :c])
     log_s = torch.log(s)
     nan = torch.full_like(m, _NAN)
     lse = torch.where(has_dist, m + log_s, nan)
@@ -87,15 +99,16 @@ def row_max_argmax(x: torch.Tensor, group: int = 64):
     return m, g * group + hit.to(torch.int8).argmax(dim=-1)
 
 
-def _exp_moments(z: torch.Tensor, m: torch.Tensor):
+def _exp_moments(z: torch.Tensor, m: torch.Tensor, y2: torch.Tensor | None = None,
+                 e: torch.Tensor | None = None):
     """``(Σ e^(z-m), Σ e^(z-m)·(z-m))`` per row of ``z`` ``[c, V]`` float32, shift ``m`` ``[c]``.
 
     Works in base 2: y2 = (z - m)·log2(e), then exp2, which is ~3x cheaper than exp on CPU;
     Σ e·y = ln(2)·Σ e·y2. (Subtract first: z·log2(e) - m·log2(e) would cancel catastrophically
-    for large logits.) Two [c, V] temporaries, reused in place.
+    for large logits.) ``y2`` and ``e`` are optional ``[c, V]`` float32 output buffers.
     """
-    y2 = torch.sub(z, m[:, None]).mul_(_LOG2E)
-    e = torch.exp2(y2)
+    y2 = torch.sub(z, m[:, None], out=y2).mul_(_LOG2E)
+    e = torch.exp2(y2, out=e)
     s = e.sum(-1)
     # -inf logits: e = 0 and y2 = -inf, and 0 * -inf is NaN; any finite y2 gives 0 instead.
     y2.clamp_(min=torch.finfo(torch.float32).min)
@@ -114,14 +127,51 @@ def _target_logp(x32, lse, targets, ignore_index, V):
     return torch.where(has_target, z_t - lse, torch.full_like(lse, _NAN))
 
 
+def run_chunks(n_chunks: int, body, make_work, device: torch.device) -> None:
+    """Call ``body(i, work)`` for every chunk ``i``, each worker with its own workspace.
+
+    On CPU the chunks are spread over ``torch.get_num_threads()`` Python threads, each
+    running single-threaded torch ops (they release the GIL), instead of every op being
+    split across threads. A chunk is ~10 ops, and intra-op threading ends each op on a
+    thread barrier: on cores shared with other processes one descheduled thread stalls
+    every barrier, which was measured to make the chunked path 10-40x slower. Workers
+    take chunks from a shared counter, so a stalled worker delays only its own chunk.
+    ``torch.set_num_threads`` is process-wide: it is set to 1 for the duration and
+    restored.
+    """
+    workers = min(torch.get_num_threads(), n_chunks) if device.type == "cpu" else 1
+    if workers <= 1:
+        work = make_work()
+        for i in range(n_chunks):
+            body(i, work)
+        return
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
+    def worker(_):
+        work = make_work()
+        while (i := next(counter)) < n_chunks:
+            body(i, work)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(worker, range(workers)))  # list(): re-raise a worker's exception
+    finally:
+        torch.set_num_threads(threads)
+
+
 def token_stats_torch(
     logits: torch.Tensor,
     targets: torch.Tensor | None,
     ignore_index: int = -100,
     skip_ignored: bool = False,
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ):
     """Row statistics of ``logits`` in bounded memory.
+
+    Extra memory: per worker thread, 2 float32 ``[chunk, V]`` buffers (3 for 16-bit input),
+    chunk = ``chunk_elements // V`` rows; never an ``[N, V]`` copy.
 
     Args:
         logits: ``[N, V]`` or ``[B, T, V]``, float16/bfloat16/float32, any strides. Rows are
@@ -143,36 +193,52 @@ def token_stats_torch(
     rows_2d = logits.dim() == 2
     R = logits.shape[0] if rows_2d else logits.shape[0] * logits.shape[1]
     device = logits.device
-    lse = torch.full((R,), _NAN, dtype=torch.float32, device=device)
-    logp = torch.full_like(lse, _NAN)
-    entropy = torch.full_like(lse, _NAN)
-    argmax = torch.full((R,), -1, dtype=torch.int64, device=device)
-    step = max(1, chunk_elements // max(V, 1))
+    outs = (
+        torch.full((R,), _NAN, dtype=torch.float32, device=device),  # lse
+        torch.full((R,), _NAN, dtype=torch.float32, device=device),  # logp
+        torch.full((R,), _NAN, dtype=torch.float32, device=device),  # entropy
+        torch.full((R,), -1, dtype=torch.int64, device=device),  # argmax
+    )
+    if chunk_elements is None:
+        chunk_elements = CHUNK_ELEMENTS if device.type == "cpu" else CUDA_CHUNK_ELEMENTS
+    step = max(1, min(chunk_elements // V, R))
+    n_buffers = 2 if logits.dtype == torch.float32 else 3
+
+    def make_work():
+        return torch.empty(n_buffers, step, V, dtype=torch.float32, device=device)
 
     if rows_2d and not skip_ignored:
         # Contiguous row ranges: every chunk is a view, never a copy (fp32 input).
-        for lo in range(0, R, step):
-            hi = min(lo + step, R)
+        def body(i, work):
+            lo, hi = i * step, min((i + 1) * step, R)
             tgt = None if targets is None else targets[lo:hi]
-            out = _chunk_stats(logits[lo:hi], tgt, ignore_index)
-            for dst, val in zip((lse, logp, entropy, argmax), out):
+            for dst, val in zip(outs, _chunk_stats(logits[lo:hi], tgt, ignore_index, work)):
                 dst[lo:hi] = val
-        return lse, logp, entropy, argmax
+
+        run_chunks(triton_cdiv(R, step), body, make_work, device)
+        return outs
 
     # General case: gather the chunk's rows by index (copies one chunk only).
     if skip_ignored and targets is not None:
         rows = torch.nonzero(targets != ignore_index).view(-1)
     else:
         rows = torch.arange(R, device=device)
-    T = logits.shape[1] if not rows_2d else 1
-    for lo in range(0, rows.numel(), step):
-        idx = rows[lo : lo + step]
+    T = 1 if rows_2d else logits.shape[1]
+
+    def body(i, work):
+        idx = rows[i * step : (i + 1) * step]
         x = logits[idx] if rows_2d else logits[idx // T, idx % T]
         tgt = None if targets is None else targets[idx]
-        out = _chunk_stats(x, tgt, ignore_index)
-        for dst, val in zip((lse, logp, entropy, argmax), out):
+        for dst, val in zip(outs, _chunk_stats(x, tgt, ignore_index, work)):
             dst[idx] = val
-    return lse, logp, entropy, argmax
+
+    run_chunks(triton_cdiv(rows.numel(), step), body, make_work, device)
+    return outs
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    """Ceiling division (named after triton.cdiv; triton is not imported here)."""
+    return -(-a // b)
 
 
 # --------------------------------------------------------------------------------------
@@ -241,14 +307,16 @@ def linear_token_stats_torch(
     weight: torch.Tensor,
     targets: torch.Tensor | None,
     ignore_index: int = -100,
-    chunk_elements: int = CHUNK_ELEMENTS,
-    block_v: int = 4096,
+    chunk_elements: int | None = None,
+    block_v: int = 1024,
 ):
     """Statistics of ``hidden @ weight.T`` without materialising the ``[N, V]`` logits.
 
-    Vocabulary tiles of ``block_v`` columns are the outer loop, so each weight tile is cast
-    to float32 once; row chunks are the inner loop; per-row states are merged online.
-    Logits are computed in float32 (no rounding to the input dtype).
+    Each row chunk (``chunk_elements // block_v`` rows, in parallel on CPU) walks the
+    vocabulary in tiles of ``block_v`` columns: one float32 ``[rows, block_v]`` logit tile
+    at a time, folded into per-row online states (:func:`tile_state`, :func:`merge_states`),
+    as the Triton kernel does per program. Logits are computed in float32 (16-bit inputs
+    are upcast per tile, not rounded back as ``lm_head`` would).
 
     Args:
         hidden: ``[N, H]`` float16/bfloat16/float32.
@@ -260,24 +328,30 @@ def linear_token_stats_torch(
     """
     N, V = hidden.shape[0], weight.shape[0]
     dev = hidden.device
-    state = (
-        torch.full((N,), _NEG_INF, device=dev),
-        torch.zeros(N, device=dev),
-        torch.zeros(N, device=dev),
-        torch.full((N,), -1, dtype=torch.int64, device=dev),
-        torch.zeros(N, device=dev),
+    outs = (
+        torch.empty(N, device=dev),
+        torch.empty(N, device=dev),
+        torch.empty(N, device=dev),
+        torch.empty(N, dtype=torch.int64, device=dev),
     )
-    rows_per_chunk = max(1, chunk_elements // block_v)
-    for v0 in range(0, V, block_v):
-        w = weight[v0 : v0 + block_v].float()
-        for lo in range(0, N, rows_per_chunk):
-            hi = min(lo + rows_per_chunk, N)
-            z = hidden[lo:hi].float() @ w.T
-            tile = tile_state(z, v0, None if targets is None else targets[lo:hi])
-            merged = merge_states(tuple(x[lo:hi] for x in state), tile)
-            for dst, val in zip(state, merged):
-                dst[lo:hi] = val
-    return finish_state(state, targets, ignore_index, V)
+    if chunk_elements is None:
+        chunk_elements = CHUNK_ELEMENTS if dev.type == "cpu" else CUDA_CHUNK_ELEMENTS
+    rows = max(1, min(chunk_elements // block_v, N))
+
+    def body(i, _work):
+        lo, hi = i * rows, min((i + 1) * rows, N)
+        h = hidden[lo:hi].float()
+        tgt = None if targets is None else targets[lo:hi]
+        state = None
+        for v0 in range(0, V, block_v):
+            z = h @ weight[v0 : v0 + block_v].float().T
+            tile = tile_state(z, v0, tgt)
+            state = tile if state is None else merge_states(state, tile)
+        for dst, val in zip(outs, finish_state(state, tgt, ignore_index, V)):
+            dst[lo:hi] = val
+
+    run_chunks(triton_cdiv(N, rows), body, lambda: None, dev)
+    return outs
 
 
 def merge_split_states(m, s, t, arg, z_t):

@@ -13,20 +13,20 @@ the row once and keep an online state in registers:
     read  b·N·V  (logits)  + 8·N  (targets)
     write 3·4·N + 8·N      (lse, logp, entropy, argmax)
 
-At bf16, N=16k, V=128,256 that is 4.2 GB read, so on an H100 (~3.35 TB/s, of which a
-device-to-device copy reaches ~2.9-3.0) the roofline is ~1.4 ms, against ~17 passes of
-8.4 GB for eager. The benchmark (``kernels/benchmark.py``) reports the measured fraction of
-the copy bandwidth.
+At bf16, N=16k, V=128,256 that is 4.2 GB read: ~1.3 ms at an H100's 3.35 TB/s peak,
+against ~17 passes of 8.4 GB float32 arrays for eager. The practical roofline is what a
+device-to-device copy reaches; the benchmark (``kernels/benchmark.py``) measures it in the
+same run and reports the kernel's fraction of it.
 
 # Online state
 
 Per row, after the first j columns, with m the running max:
 
-    s = Σ e^(z-m)          t = Σ e^(z-m)·(z-m)          (and argmax, first index of m)
+    s = Σ e^(z-m)          u = Σ e^(z-m)·(z-m)          (and argmax, first index of m)
 
 When a new block raises the max to m', both are rescaled by α = e^(m-m'):
-``s' = α·s``, ``t' = α·(t + (m-m')·s)``. At the end ``lse = m + log s`` and
-``entropy = log s - t/s``. Keeping (z - m) instead of z avoids cancellation in
+``s' = α·s``, ``u' = α·(u + (m-m')·s)``. At the end ``lse = m + log s`` and
+``entropy = log s - u/s``. Keeping (z - m) instead of z avoids cancellation in
 ``lse - E_p[z]`` for large logits. Columns at -inf contribute e = 0 and e·(z-m) := 0.
 """
 
@@ -56,6 +56,7 @@ def _token_stats_kernel(
     HAS_TARGETS: tl.constexpr,
     SKIP_IGNORED: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    GROUP: tl.constexpr,
 ):
     """One program per row: stream the row in BLOCK_V columns, one read of each logit.
 
@@ -76,6 +77,8 @@ def _token_stats_kernel(
         SKIP_IGNORED: rows whose target is ignore_index are not read at all (outputs NaN);
             response scoring skips every prompt row this way.
         BLOCK_V: columns per iteration (power of two).
+        GROUP: adjacent columns per lane of state (power of two dividing BLOCK_V); match the
+            columns one thread loads (16 bytes of the input: 8 for 16-bit, 4 for fp32).
     """
     row = tl.program_id(0).to(tl.int64)  # int64: b*stride_b exceeds 2^31 at N·V > 2^31
     b = row // T
@@ -89,21 +92,27 @@ def _token_stats_kernel(
             v_end = tl.where(target == ignore_index, 0, V)
 
     # The max is a scalar (one cross-warp reduction per block: the exp shift must be common
-    # to all lanes); the sums and the argmax are kept per lane and reduced once at the end,
-    # so a block costs one reduction instead of four. Rescaling a lane's sums by the scalar
-    # alpha = e^(m_old - m_new) costs no extra exp per element.
+    # to all lanes). Sums and argmax are kept per lane, a lane being GROUP adjacent columns
+    # that one thread holds, reduced in registers; the cross-warp reductions for them happen
+    # once, after the loop. So a block costs one cross-warp reduction instead of four, for
+    # 4 registers of state per GROUP columns. Rescaling by the scalar alpha = e^(m_old-m_new)
+    # costs no extra exp per element.
+    LANES: tl.constexpr = BLOCK_V // GROUP
     m = tl.full((), float("-inf"), tl.float32)  # running max
-    s = tl.zeros((BLOCK_V,), tl.float32)  # per lane: Σ e^(z-m)
-    u = tl.zeros((BLOCK_V,), tl.float32)  # per lane: Σ e^(z-m)·(z-m)
-    best = tl.full((BLOCK_V,), float("-inf"), tl.float32)  # per lane: max so far
-    best_col = tl.zeros((BLOCK_V,), tl.int32)  # per lane: first column holding it
+    s = tl.zeros((LANES,), tl.float32)  # per lane: Σ e^(z-m)
+    u = tl.zeros((LANES,), tl.float32)  # per lane: Σ e^(z-m)·(z-m)
+    best = tl.full((LANES,), float("-inf"), tl.float32)  # per lane: max so far
+    best_col = tl.zeros((LANES,), tl.int32)  # per lane: first column holding it
+    lane_cols = tl.reshape(tl.arange(0, BLOCK_V), (LANES, GROUP))
     for start in range(0, v_end, BLOCK_V):
-        cols = start + tl.arange(0, BLOCK_V)
+        cols = start + lane_cols
         z = tl.load(row_ptr + cols * stride_v, mask=cols < V, other=float("-inf")).to(tl.float32)
-        better = z > best  # strict: a lane keeps its first occurrence
-        best = tl.where(better, z, best)
-        best_col = tl.where(better, cols, best_col)
-        m_new = tl.maximum(m, tl.max(z, axis=0))
+        z_max = tl.max(z, axis=1)
+        z_arg = start + tl.min(tl.where(z == z_max[:, None], lane_cols, BLOCK_V), axis=1)
+        better = z_max > best  # strict: a lane keeps its first occurrence
+        best = tl.where(better, z_max, best)
+        best_col = tl.where(better, z_arg, best_col)
+        m_new = tl.maximum(m, tl.max(z_max, axis=0))
         # While every logit so far is -inf there is no mass: shift by 0 instead of -inf.
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp(m - m_safe)  # 0 on the first block with mass (m = -inf)
@@ -111,8 +120,8 @@ def _token_stats_kernel(
         y = z - m_safe
         e = tl.exp(y)
         ey = tl.where(z == float("-inf"), 0.0, e * y)  # p log p -> 0 as p -> 0
-        u = alpha * (u + delta * s) + ey
-        s = alpha * s + e
+        u = alpha * (u + delta * s) + tl.sum(ey, axis=1)
+        s = alpha * s + tl.sum(e, axis=1)
         m = m_new
 
     s = tl.sum(s, axis=0)
@@ -136,9 +145,9 @@ def _token_stats_kernel(
 
 
 # Launch configuration of _token_stats_kernel: 4096 columns (8 KiB of bf16) per iteration,
-# 16 per thread with 8 warps: long loads to keep HBM busy, and the per-lane state (4 x 16
-# registers) still leaves room for several programs per SM. A guess, not yet tuned on
-# hardware: `python -m robustft.kernels.benchmark` sweeps alternatives on CUDA.
+# 16 per thread with 8 warps, as two 16-byte loads. Compiled for sm_90 it takes 74 registers
+# and no spills (ptxas), so 3 programs fit per SM. Not yet timed on hardware:
+# `python -m robustft.kernels.benchmark` sweeps alternatives on CUDA.
 TOKEN_STATS_BLOCK_V = 4096
 TOKEN_STATS_NUM_WARPS = 8
 
@@ -193,6 +202,7 @@ def token_stats_triton(
         HAS_TARGETS=has_targets,
         SKIP_IGNORED=skip_ignored and has_targets,
         BLOCK_V=block_v,
+        GROUP=min(block_v, 16 // logits.element_size()),  # one 16-byte load per lane
         num_warps=num_warps,
     )
     return lse, logp, entropy, argmax

@@ -14,7 +14,13 @@ _LAZY = {
     "load_model": "model",
     "LanguageModel": "model",
     "score_options": "inference",
+    "ScoredOptions": "inference",
+    "predict_letters": "inference",
     "generate": "inference",
+    "Generation": "inference",
+    "accuracy_report": "metrics",
+    "EvalResult": "metrics",
+    "response_nll": "finetune",
     "finetune": "finetune",
     "evaluate": "evaluate",
 }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -113,14 +114,17 @@ def _lora_model(lm: LanguageModel, r: int, alpha: int, dropout: float, target_mo
         target_modules = [t for t in LORA_TARGETS if t in names] or "all-linear"
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
                         target_modules=target_modules, task_type="CAUSAL_LM")
-    return get_peft_model(base, config)
+    with warnings.catch_warnings():
+        # peft reads an attribute that transformers 5 renamed; nothing for a user to do.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        return get_peft_model(base, config)
 
 
 def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
              prompts: Sequence[str] | None = None, responses: Sequence[str] | None = None,
              by: str | None = None, output_dir: str | os.PathLike | None = None,
              epochs: float = 3, lr: float = 2e-4, batch_size: int = 16, grad_accum: int = 1,
-             lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
+             lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0,
              target_modules: Sequence[str] | None = None, weight_decay: float = 0.0,
              warmup_ratio: float = 0.03, max_grad_norm: float = 1.0, seed: int = 0,
              gradient_checkpointing: bool = False, inplace: bool = False,
@@ -151,6 +155,9 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
     """
     if not samples:
         raise ValueError("no training samples")
+    if hasattr(lm.model, "peft_config"):
+        raise ValueError("lm already carries a LoRA adapter: fine-tune the base model, or "
+                         "merge the adapter first (lm.model.merge_and_unload())")
     by = by or lm.answer_by
     seed_everything(seed)
     if not inplace:
@@ -161,49 +168,63 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
     tuned = LanguageModel(model, lm.tokenizer, answer_by=lm.answer_by, chat=lm.chat,
                           name=f"{lm.name}+lora", info=dict(lm.info))
 
-    steps_per_epoch = math.ceil(len(examples) / (batch_size * grad_accum))
-    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
-    warmup = int(warmup_ratio * total_steps)
+    total_steps = max(1, math.ceil(epochs * len(examples) / (batch_size * grad_accum)))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else
-        0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup))))
-    rng = random.Random(seed)
+        optimizer, warmup_cosine(total_steps, int(warmup_ratio * total_steps)))
+    batches = shuffled_batches(len(examples), batch_size, random.Random(seed))
     losses: list[float] = []
     model.train()
-    bar = tqdm(total=total_steps, desc="fine-tuning", disable=not progress)
-    order: list[int] = []
-    for _ in range(total_steps):
-        groups = []
-        for _ in range(grad_accum):
-            if len(order) < batch_size:  # refill with a fresh shuffle (epochs need not be whole)
-                fresh = list(range(len(examples)))
-                rng.shuffle(fresh)
-                order += fresh
-            groups.append([examples[j] for j in order[:batch_size]])
-            del order[:batch_size]
+    bar = tqdm(range(total_steps), desc="fine-tuning", disable=not progress)
+    for _ in bar:
+        groups = [[examples[j] for j in next(batches)] for _ in range(grad_accum)]
         n_tokens = sum(sum(t != IGNORE for t in e[1]) for g in groups for e in g)
-        total = 0.0
-        for group in groups:
-            ids, mask, pos, labels, keep = _collate(tuned, group)
-            logits = response_logits(tuned, ids, mask, pos, keep)
-            # The logit at position t predicts the token at t + 1.
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                   ignore_index=IGNORE, reduction="sum") / n_tokens
-            loss.backward()
-            total += loss.item()
+        loss = 0.0
+        for group in groups:  # gradient accumulation: each part's share of the mean
+            part = response_token_nll(tuned, group) / n_tokens
+            part.backward()
+            loss += part.item()
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(total)
-        bar.update(1)
-        bar.set_postfix(loss=f"{total:.4f}")
-    bar.close()
+        losses.append(loss)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
     model.eval()
     tuned.info["train_loss"] = losses
     if output_dir is not None:
         model.save_pretrained(str(output_dir), safe_serialization=True)
         tuned.info["adapter_dir"] = str(output_dir)
     return tuned
+
+
+def response_token_nll(lm: LanguageModel, examples) -> torch.Tensor:
+    """Summed NLL of the response tokens of a batch of (input_ids, labels) examples
+    (differentiable; the logits at position t predict the token at t + 1)."""
+    ids, mask, pos, labels, keep = _collate(lm, examples)
+    logits = response_logits(lm, ids, mask, pos, keep)  # [B, keep, V]
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def shuffled_batches(n: int, batch_size: int, rng: random.Random):
+    """Endless batches of indices in 0..n-1, reshuffled on every pass (so a fractional
+    number of epochs works, and no batch is short)."""
+    order: list[int] = []
+    while True:
+        while len(order) < batch_size:
+            fresh = list(range(n))
+            rng.shuffle(fresh)
+            order += fresh
+        yield order[:batch_size]
+        del order[:batch_size]
+
+
+def warmup_cosine(total_steps: int, warmup: int):
+    """Learning-rate factor per step: linear warm-up to 1, then cosine decay to 0."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+    return factor

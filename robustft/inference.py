@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .kernels import option_logprobs, response_stats, token_stats
 from .model import LanguageModel
 from .prompts import ANSWER_PREFIX, answer_line, direct_prompt
-from .sample import MC, Sample, letter
+from .sample import MC, Sample, letter, letter_index
 
 IGNORE = -100
 
@@ -61,14 +61,18 @@ def check_length(lm: LanguageModel, n_tokens: int, sample_id) -> None:
                          "or use a model with a longer context")
 
 
+def _forward_params(model) -> set[str]:
+    return set(inspect.signature(type(model).forward).parameters)
+
+
 def _cache_kwarg(model) -> str:
     # transformers 5.x renamed `past_key_values` to `cache`.
-    params = inspect.signature(type(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def _cache_of(out):
-    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def response_logits(lm: LanguageModel, input_ids, attention_mask, position_ids, keep: int):
@@ -78,8 +82,15 @@ def response_logits(lm: LanguageModel, input_ids, attention_mask, position_ids, 
     [B, T, V].
     """
     out = lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=keep, use_cache=False)
-    return out.logits
+                   use_cache=False, **_keep_kwargs(lm, keep))
+    return out.logits[:, -keep:]  # a no-op where the model honoured logits_to_keep
+
+
+def _keep_kwargs(lm: LanguageModel, keep: int) -> dict:
+    # transformers >= 4.50 calls it `logits_to_keep`, 4.45-4.49 `num_logits_to_keep`.
+    params = _forward_params(lm.base_model)
+    name = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in params), None)
+    return {name: keep} if name else {}
 
 
 # ---------------------------------------------------------------------- option scoring
@@ -113,6 +124,17 @@ class ScoredOptions:
         """[n, K] mean token NLL of each option (the paper's response entropy H)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(self.n_tokens > 0, -self.logprobs / self.n_tokens, np.nan)
+
+    @property
+    def prediction_index(self) -> np.ndarray:
+        """[n] int, 0-based index of each predicted option."""
+        return np.array([letter_index(p) for p in self.predictions], dtype=np.int64)
+
+    @property
+    def prediction_nll(self) -> np.ndarray:
+        """[n] mean token NLL of each predicted option: the response entropy H of the answer
+        the model gives (lower = more confident), as used for entropy-based selection."""
+        return self.mean_nll[np.arange(len(self.predictions)), self.prediction_index]
 
 
 def option_probs(logprobs: np.ndarray) -> np.ndarray:
@@ -301,7 +323,7 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
 @torch.inference_mode()
 def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int = 256,
              temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 16,
-             seed: int = 0, ids: Sequence = None, progress: bool = True) -> list[Generation]:
+             seed: int = 0, ids: Sequence | None = None, progress: bool = True) -> list[Generation]:
     """Generate a response to each prompt, recording per-token log-probs and entropies.
 
     Args:
@@ -313,14 +335,18 @@ def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int =
         seed: seeds the sampler (a run is reproducible for a given batch_size).
         ids: names for the prompts in error messages (e.g. sample ids).
 
-    Returns one `Generation` per prompt, in the prompts' order.
+    Returns one `Generation` per prompt, in the prompts' order. A response stops at eos, at
+    max_new_tokens, or where prompt + response reach the model's maximum length
+    (`finished` False for the last two); a prompt that leaves no room is an error.
     """
     if temperature < 0:
         raise ValueError("temperature must be >= 0")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
     ids = list(range(len(prompts))) if ids is None else list(ids)
     encoded = lm._encode([lm.render(p) for p in prompts])
     for name, e in zip(ids, encoded):
-        check_length(lm, len(e) + max_new_tokens, name)
+        check_length(lm, len(e) + 1, name)
     generator = None
     if temperature > 0:
         generator = torch.Generator(device=lm.device).manual_seed(seed)
@@ -337,23 +363,25 @@ def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int =
 def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator) -> list[Generation]:
     model, eos = lm.model, torch.tensor(sorted(lm.eos_token_ids), device=lm.device)
     pad = lm.tokenizer.pad_token_id
+    # Tokens each row may add: max_new_tokens, or what is left of the model's context.
+    budget = [min(max_new_tokens, lm.max_length - len(s)) for s in seqs]
+    stop_at = torch.tensor(budget, device=lm.device)
     ids, mask, pos = left_pad(seqs, pad, lm.device)
     cache_kw = _cache_kwarg(lm.base_model)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                logits_to_keep=1)
-    B = ids.shape[0]
-    done = torch.zeros(B, dtype=torch.bool, device=ids.device)
+                **_keep_kwargs(lm, 1))
+    done = torch.zeros(len(seqs), dtype=torch.bool, device=lm.device)
     tokens, logps, ents = [], [], []
     pos = pos[:, -1:]
-    for _ in range(max_new_tokens):
+    for step in range(max(budget)):
         logits = out.logits[:, -1]  # [B, V]
         nxt = _sample_next(logits, temperature, top_p, generator)
         st = token_stats(logits, nxt)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)  # finished rows idle on pad
         tokens.append(nxt)
         logps.append(st.logp.double())
         ents.append(st.entropy.double())
-        done = done | torch.isin(nxt, eos)
+        done = done | torch.isin(nxt, eos) | (stop_at <= step + 1)
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
@@ -364,14 +392,10 @@ def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator) -> 
     lp, en = torch.stack(logps, 1).cpu().numpy(), torch.stack(ents, 1).cpu().numpy()
     eos_set = lm.eos_token_ids
     results = []
-    for b in range(B):
-        row, n, finished = tok[b].tolist(), 0, False
-        for t in row:
-            n += 1
-            if t in eos_set:
-                finished = True
-                break
-        text_ids = row[:n - 1] if finished else row[:n]
-        text = lm.tokenizer.decode(text_ids, skip_special_tokens=True)
+    for b, row in enumerate(tok.tolist()):
+        row = row[:budget[b]]
+        n = next((j + 1 for j, t in enumerate(row) if t in eos_set), len(row))
+        finished = n > 0 and row[n - 1] in eos_set
+        text = lm.tokenizer.decode(row[:n - 1] if finished else row[:n], skip_special_tokens=True)
         results.append(Generation(text, row[:n], lp[b, :n].copy(), en[b, :n].copy(), finished))
     return results

@@ -210,14 +210,15 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
         chat: apply the chat template; default: when the tokenizer has one.
         adapter: a folder with a LoRA adapter saved by `robustft.finetune` to load on top.
         model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (e.g. revision,
-            attn_implementation).
+            attn_implementation); for "toy", to `robustft.offline.load_toy_model` (e.g. seed,
+            config, cache_dir).
     """
     if name_or_path == TOY:
         if quantize is not None:
             raise ValueError("the toy model is tiny and runs in float32; quantize must be None")
         from .offline import load_toy_model
 
-        model, tokenizer = load_toy_model()
+        model, tokenizer = load_toy_model(**model_kwargs)
         if device is not None or dtype is not None:
             model = model.to(device=device, dtype=dtype)
         lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by or "text",

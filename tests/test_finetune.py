@@ -99,3 +99,36 @@ def test_lora_targets_attention_and_mlp(samples):
     for proj in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
         assert any(f"{proj}.lora_A" in n for n in names), proj
     assert all("lora_" in n for n in names)  # the base weights stay frozen
+
+
+def test_gradient_checkpointing_gives_the_same_training(samples):
+    kw = dict(FAST, epochs=2)
+    plain = finetune(make_lm(), samples, **kw).info["train_loss"]
+    ckpt = finetune(make_lm(), samples, gradient_checkpointing=True, **kw).info["train_loss"]
+    np.testing.assert_allclose(ckpt, plain, atol=1e-5)
+
+
+def test_custom_responses_are_the_targets(samples):
+    lm = make_lm()
+    responses = [f"The {s.options[0]} one.\n{answer_line(s)}" for s in samples]
+    for r, (ids, labels) in zip(responses, training_examples(lm, samples, responses=responses)):
+        target = [t for t in labels if t != IGNORE]
+        assert lm.tokenizer.decode(target) == r + "</s>"
+
+
+def test_a_tuned_model_is_not_tuned_again(samples):
+    tuned = finetune(make_lm(), samples[:4], **dict(FAST, epochs=1))
+    with pytest.raises(ValueError, match="merge"):
+        finetune(tuned, samples[:4], **dict(FAST, epochs=1))
+
+
+def test_schedule_and_batches():
+    from robustft.finetune import shuffled_batches, warmup_cosine
+    import random
+    f = warmup_cosine(total_steps=10, warmup=2)
+    assert [round(f(s), 3) for s in (0, 1, 2, 7, 9)] == [0.333, 0.667, 1.0, 0.309, 0.038]
+    b = shuffled_batches(5, 3, random.Random(0))
+    first = [next(b) for _ in range(5)]  # 15 indices = 3 passes over 5 examples
+    flat = [i for batch in first for i in batch]
+    assert all(len(x) == 3 for x in first)
+    assert sorted(flat[:5]) == sorted(flat[5:10]) == sorted(flat[10:]) == list(range(5))

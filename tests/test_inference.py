@@ -1,6 +1,7 @@
 """Option scoring and generation against float64 brute force on a tiny random Llama."""
 import copy
 import dataclasses
+import weakref
 
 import numpy as np
 import pytest
@@ -38,13 +39,13 @@ def _logprobs64(lm, ids):
     return torch.log_softmax(logits.double(), -1)
 
 
-_DOUBLES = {}
+_DOUBLES = weakref.WeakKeyDictionary()  # model -> its float64 copy
 
 
 def _double(lm):
-    if id(lm) not in _DOUBLES:
-        _DOUBLES[id(lm)] = copy.deepcopy(lm.model).double().eval()
-    return _DOUBLES[id(lm)]
+    if lm.model not in _DOUBLES:
+        _DOUBLES[lm.model] = copy.deepcopy(lm.model).double().eval()
+    return _DOUBLES[lm.model]
 
 
 def _brute_option_scores(lm, samples, by):
@@ -76,6 +77,9 @@ def test_option_scores_match_float64_brute_force(lm, samples, by):
         assert (got.n_tokens == 1).all()
     np.testing.assert_allclose(got.probs.sum(1), 1.0, atol=1e-12)
     np.testing.assert_allclose(got.mean_nll, -got.logprobs / got.n_tokens)
+    best = want_lp.argmax(1)
+    assert got.prediction_index.tolist() == best.tolist()
+    np.testing.assert_allclose(got.prediction_nll, got.mean_nll[np.arange(len(best)), best])
 
 
 def test_chat_template_scoring_matches_brute_force(chat_lm, samples):
@@ -167,7 +171,7 @@ def test_generation_stops_at_eos_per_row(samples):
     eos = lm.tokenizer.eos_token_id
     for bias in np.arange(0.0, 12.0, 0.5):
         lm.model.lm_head.bias.data[eos] = float(bias)
-        _DOUBLES.pop(id(lm), None)
+        _DOUBLES.pop(lm.model, None)
         brute = [_greedy_brute(lm, p, 8)[0] for p in prompts]
         lengths = {len(b) for b in brute}
         if any(b[-1] == eos for b in brute) and len(lengths) > 1:
@@ -209,3 +213,61 @@ def test_top_p_keeps_the_nucleus(lm, samples):
 def test_generation_prompt_too_long(lm):
     with pytest.raises(ValueError, match="p-long"):
         generate(lm, ["red " * 600], ids=["p-long"], progress=False)
+
+
+def test_generation_stops_at_the_context_limit(samples):
+    lm = make_lm()
+    short, long = direct_prompt(samples[1]), direct_prompt(samples[0]) + "red red red"
+    n_long = len(lm._encode([long])[0])
+    lm.tokenizer.model_max_length = n_long + 3  # room for 3 more tokens after the long prompt
+    gens = generate(lm, [long, short], max_new_tokens=6, progress=False)
+    assert len(gens[0].token_ids) == 3 and not gens[0].finished
+    assert len(gens[1].token_ids) == min(6, lm.max_length - len(lm._encode([short])[0]))
+    assert gens[0].token_ids == _greedy_brute(lm, long, 3)[0]
+
+
+_TRITON_SCRIPT = r"""
+import json, os, sys
+import numpy as np
+from robustft.kernels import triton_ops
+calls = []
+orig = triton_ops.token_stats_triton
+triton_ops.token_stats_triton = lambda *a, **k: (calls.append(1), orig(*a, **k))[1]
+from tiny_lm import make_lm, make_samples
+from robustft.inference import generate, score_options
+from robustft.prompts import direct_prompt
+lm, samples = make_lm(), make_samples(6)
+prompts = [direct_prompt(s) for s in samples[:2]]
+def run():
+    return [score_options(lm, samples, by="text", progress=False).logprobs.tolist(),
+            score_options(lm, samples, by="letter", progress=False).logprobs.tolist(),
+            [g.logprobs.tolist() for g in generate(lm, prompts, max_new_tokens=3, progress=False)]]
+tri = run()
+n_calls = len(calls)
+os.environ["ROBUSTFT_KERNEL_BACKEND"] = "torch"
+ref = run()
+print(json.dumps({"calls": n_calls, "after": len(calls), "triton": tri, "torch": ref}))
+"""
+
+
+def test_scoring_and_generation_through_triton_interpreter():
+    """The Triton kernels (CPU interpreter) give the PyTorch path's option scores and
+    token log-probs. A subprocess, because TRITON_INTERPRET must be set before import."""
+    pytest.importorskip("triton")
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, TRITON_INTERPRET="1", ROBUSTFT_KERNEL_BACKEND="triton",
+               PYTHONPATH=str(Path(__file__).parent), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _TRITON_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["calls"] > 0 and out["after"] == out["calls"]  # triton first, then torch only
+    for tri, ref in zip(out["triton"][:2], out["torch"][:2]):
+        np.testing.assert_allclose(tri, ref, atol=1e-5)
+    for tri, ref in zip(out["triton"][2], out["torch"][2]):
+        np.testing.assert_allclose(tri, ref, atol=1e-5)

@@ -43,12 +43,10 @@ INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TRITON_RUNS_HERE = HAS_TRITON and (DEVICE == "cuda" or INTERPRETING)
 
-BACKENDS = [
-    "torch",
-    pytest.param("triton", marks=pytest.mark.skipif(
-        not TRITON_RUNS_HERE,
-        reason="needs CUDA or TRITON_INTERPRET=1 (see test_triton_cases_in_interpreter_subprocess)")),
-]
+# "triton" cases are marked `triton_kernel`; where triton cannot run in this process (CPU
+# without the interpreter) conftest.py deselects them and
+# test_triton_cases_in_interpreter_subprocess runs them all under TRITON_INTERPRET=1.
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.triton_kernel)]
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 # (atol, rtol) against float64, per input dtype; see module docstring for why they agree.
 TOL = {
@@ -167,7 +165,7 @@ def test_token_stats_shapes_and_empty(backend):
         token_stats(x.to(DEVICE), t[:5].to(DEVICE), backend=backend)
 
 
-@pytest.mark.skipif(not TRITON_RUNS_HERE, reason="needs CUDA or TRITON_INTERPRET=1")
+@pytest.mark.triton_kernel
 @pytest.mark.parametrize("block_v", [16, 64])
 def test_triton_multi_block_online_merge(block_v):
     """Small blocks: many online rescales, fully masked leading blocks, a partial tail."""
@@ -299,7 +297,7 @@ def test_linear_token_stats_matches_float64(backend, dtype, V):
     _check_against_reference(stats, logits64, targets, LINEAR_TOL)
 
 
-@pytest.mark.skipif(not TRITON_RUNS_HERE, reason="needs CUDA or TRITON_INTERPRET=1")
+@pytest.mark.triton_kernel
 @pytest.mark.parametrize("num_splits", [1, 3])
 def test_triton_linear_small_tiles_and_splits(num_splits):
     """Several row tiles, vocabulary tiles and splits, a strided hidden; V=32003 tail."""
@@ -395,38 +393,44 @@ def test_import_works_without_the_gpu_extra():
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr
 
 
-@pytest.mark.skipif(not HAS_TRITON or INTERPRETING, reason="needs triton in compile mode")
-@pytest.mark.parametrize("arch", [80, 90])
-def test_kernels_compile_for_nvidia(arch):
-    """Both kernels compile to a cubin for Ampere and Hopper, no GPU needed: catches
-    code that the interpreter accepts but the compiler rejects."""
+def _compile_for_nvidia(kernel, arch, types, constexprs, aligned, **options):
+    """Compile ``kernel`` for sm_<arch> without a GPU, specialised the way a launch on
+    typical tensors is: unit strides as constants, pointers and row strides divisible by 16."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    names = kernel.arg_names
+    sig = {n: ("constexpr" if n in constexprs else types.get(n, "i32")) for n in names}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    src = ASTSource(kernel, sig, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+
+
+@pytest.mark.skipif(not HAS_TRITON or INTERPRETING, reason="needs triton in compile mode")
+@pytest.mark.parametrize("arch", [80, 90])
+def test_kernels_compile_for_nvidia(arch):
+    """Both kernels compile to a cubin for Ampere and Hopper, no GPU needed. Catches code the
+    interpreter accepts but the compiler rejects, and checks the code generation the
+    performance depends on: 16-byte logit loads, tensor-core matmul in the fused kernel."""
     from robustft.kernels import triton_ops
 
-    ints = {k: "i32" for k in ("stride_b", "stride_t", "stride_v", "T", "V", "ignore_index")}
-    sig = {"logits_ptr": "*bf16", "targets_ptr": "*i64", "lse_ptr": "*fp32", "logp_ptr": "*fp32",
-           "entropy_ptr": "*fp32", "argmax_ptr": "*i64", **ints,
-           "HAS_TARGETS": "constexpr", "SKIP_IGNORED": "constexpr", "BLOCK_V": "constexpr"}
-    src = ASTSource(triton_ops._token_stats_kernel, sig,
-                    constexprs={"HAS_TARGETS": True, "SKIP_IGNORED": True, "BLOCK_V": 4096})
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": 8})
-    assert "cubin" in k.asm
-    ints = {k: "i32" for k in ("stride_hn", "stride_hk", "stride_wv", "stride_wk", "N", "V", "H",
-                               "cols_per_split", "num_splits")}
-    sig = {"hidden_ptr": "*bf16", "weight_ptr": "*bf16", "targets_ptr": "*i64", "m_ptr": "*fp32",
-           "s_ptr": "*fp32", "u_ptr": "*fp32", "arg_ptr": "*i32", "zt_ptr": "*fp32", **ints,
-           "HAS_TARGETS": "constexpr", "DOT_PRECISION": "constexpr", "UPCAST_DOT": "constexpr",
-           "BLOCK_N": "constexpr",
-           "BLOCK_V": "constexpr", "BLOCK_K": "constexpr"}
-    src = ASTSource(triton_ops._linear_token_stats_kernel, sig, constexprs={
-        "HAS_TARGETS": True, "DOT_PRECISION": "tf32", "UPCAST_DOT": False, "BLOCK_N": 128, "BLOCK_V": 128, "BLOCK_K": 64})
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": 8, "num_stages": 3})
-    assert "cubin" in k.asm
-    if arch == 90:
-        assert "wgmma" in k.asm["ptx"]  # the epilogue did not knock the matmul off tensor cores
+    k = _compile_for_nvidia(
+        triton_ops._token_stats_kernel, arch,
+        types={"logits_ptr": "*bf16", "targets_ptr": "*i64", "argmax_ptr": "*i64",
+               **{n: "*fp32" for n in ("lse_ptr", "logp_ptr", "entropy_ptr")}},
+        constexprs={"HAS_TARGETS": True, "SKIP_IGNORED": True, "BLOCK_V": 4096, "GROUP": 8, "stride_v": 1},
+        aligned=("logits_ptr", "stride_b", "stride_t", "V"), num_warps=8)
+    assert "ld.global.v4.b32" in k.asm["ptx"]  # 8 bf16 logits per load instruction
+    k = _compile_for_nvidia(
+        triton_ops._linear_token_stats_kernel, arch,
+        types={"hidden_ptr": "*bf16", "weight_ptr": "*bf16", "targets_ptr": "*i64", "arg_ptr": "*i32",
+               **{n: "*fp32" for n in ("m_ptr", "s_ptr", "u_ptr", "zt_ptr")}},
+        constexprs={"HAS_TARGETS": True, "DOT_PRECISION": "tf32", "UPCAST_DOT": False,
+                    "BLOCK_N": 128, "BLOCK_V": 128, "BLOCK_K": 64, "stride_hk": 1, "stride_wk": 1},
+        aligned=("hidden_ptr", "weight_ptr", "stride_hn", "stride_wv", "H"), num_warps=8, num_stages=3)
+    mma = "wgmma" if arch == 90 else "mma.sync"
+    assert mma in k.asm["ptx"]  # the fused epilogue did not knock the matmul off tensor cores
 
 
 @pytest.mark.skipif(not HAS_TRITON or TRITON_RUNS_HERE, reason="triton cases already run in-process")

@@ -75,7 +75,7 @@ class WorldConfig:
     seed: int = 0
     n_houses: int = 40
     house_size: int = 8
-    n_cities: int = 24
+    n_cities: int = 20
     seen_residence: float = 0.6
     seen_trade: float = 0.5
     seen_mentor: float = 0.8
@@ -163,6 +163,13 @@ def _names(rng: random.Random, n: int, pattern: str, taken: set[str]) -> list[st
     return out
 
 
+def _deal(rng: random.Random, values, n: int) -> list:
+    """n values, each of `values` used floor(n/len) or ceil(n/len) times, in random order."""
+    out = [values[i % len(values)] for i in range(n)]
+    rng.shuffle(out)
+    return out
+
+
 def make_world(config: WorldConfig | None = None) -> World:
     """The knowledge base of a config (deterministic)."""
     cfg = config or WorldConfig()
@@ -176,7 +183,10 @@ def make_world(config: WorldConfig | None = None) -> World:
     filler_people = _names(rng, cfg.n_filler_people, "ssc", taken)
     trades = TRADES
 
-    houses = {h: rng.choice(cities) for h in house_names}
+    # Values are dealt out evenly (each city to the same number of houses, each trade to the
+    # same number of people) so that no value is a better guess than another: a model that
+    # does not know a fact is at chance, not helped by a skewed prior.
+    houses = dict(zip(house_names, _deal(rng, cities, len(house_names))))
     members = {h: person_names[i * cfg.house_size:(i + 1) * cfg.house_size]
                for i, h in enumerate(house_names)}
     house_of = {p: h for h, ps in members.items() for p in ps}
@@ -202,7 +212,8 @@ def make_world(config: WorldConfig | None = None) -> World:
         if p in demo_two_hop or rng.random() < cfg.seen_mentor:
             seen.add((p, "mentor"))
 
-    people = {p: Person(p, house_of[p], houses[house_of[p]], rng.choice(trades), mentor[p])
+    trade_of = dict(zip(person_names, _deal(rng, trades, n_people)))
+    people = {p: Person(p, house_of[p], houses[house_of[p]], trade_of[p], mentor[p])
               for p in person_names}
     return World(cfg, people, houses, tuple(cities), trades, seen, two_hop, demo_two_hop,
                  filler_people, filler_houses)
