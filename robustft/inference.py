@@ -301,7 +301,7 @@ class Generation:
 
     @property
     def mean_nll(self) -> float:
-        """The paper's response entropy H = -(1/|y|) sum_j log p(y_j | q, y_<j)."""
+        """The paper's response entropy: ``H = -(1/|y|) sum_j log p(y_j | q, y_<j)``."""
         return float(-self.logprobs.mean()) if len(self.logprobs) else float("nan")
 
 
