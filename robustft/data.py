@@ -15,6 +15,7 @@ Row numbers in errors are 1-based as a person would find them: for CSV the sprea
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -395,16 +396,12 @@ def to_alpaca(samples: Iterable[Sample], path, by: str = "letter") -> Path:
 
 def to_messages(samples: Iterable[Sample], path, by: str = "letter") -> Path:
     """Write chat-messages JSONL ({"messages": [user, assistant]}) for TRL / LLaMA-Factory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with _atomic_open(path) as f:
         for s in samples:
             rec = {"messages": [{"role": "user", "content": prompts.direct_prompt(s)},
                                 {"role": "assistant", "content": prompts.answer_line(s, by=by)}], **_sample_fields(s)}
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)  # never leave a half-written file under the real name
-    return path
+    return Path(path)
 
 
 def to_official_csv(samples: Sequence[Sample], path) -> Path:
@@ -413,10 +410,7 @@ def to_official_csv(samples: Sequence[Sample], path) -> Path:
     extras = [k for k in dict.fromkeys(k for s in samples for k in s.extra) if k not in _INDEX_COLUMNS]
     has_category = any(s.category is not None for s in samples)
     header = ["id", "question", "answer", "options"] + (["Subject"] if has_category else []) + extras
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with _atomic_open(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for s in samples:
@@ -424,15 +418,25 @@ def to_official_csv(samples: Sequence[Sample], path) -> Path:
             row += [s.category or ""] if has_category else []
             row += [s.extra.get(k, "") for k in extras]
             w.writerow(row)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def _write_json(path, records) -> Path:
+    with _atomic_open(path) as f:
+        json.dump(records, f, ensure_ascii=False, indent=1)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _atomic_open(path, **kw):
+    """Write to ``path.tmp`` and rename on success: a crash never leaves a half-written file
+    under the real name, and an existing file is replaced only by a complete one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(records, f, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
-    return path
+    try:
+        with open(tmp, "w", encoding="utf-8", **kw) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
