@@ -17,10 +17,6 @@ import json
 import time
 from pathlib import Path
 
-# LoRA SFT settings for the toy model: the tiny model learns new facts only at a high
-# learning rate and rank (a real 7B model would use lr 2e-4, r 16).
-TOY_SFT = dict(epochs=3, lr=3e-3, lora_r=32, lora_alpha=64, batch_size=16)
-
 
 def _done_rows(path: Path) -> dict:
     rows = {}
@@ -42,6 +38,7 @@ def run(seed: int = 0, noise_levels=(0, 30, 50, 70), out: str | Path = "runs/dem
     """Run the demo for one seed; returns the result rows (also in ``out/results.jsonl``)."""
     import robustft
     from robustft.offline import ToyConfig, make_benchmark
+    from robustft.offline.report import SFT  # the toy model's LoRA settings, one place
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +66,7 @@ def run(seed: int = 0, noise_levels=(0, 30, 50, 70), out: str | Path = "runs/dem
             model = lm
         else:
             train, changed = robustft.inject_noise(bench.train, noise / 100, seed=seed)
-            model = robustft.finetune(lm, train, seed=seed, progress=progress, **TOY_SFT)
+            model = robustft.finetune(lm, train, seed=seed, progress=progress, **SFT)
         result = robustft.evaluate(model, bench.test, progress=False)
         row = {"model": config.key(), "seed": seed, "run": name, "noise": noise, "accuracy": result.accuracy,
                "by_category": result.by_category, "seconds": round(time.time() - t, 1)}

@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -24,32 +23,39 @@ from pathlib import Path
 import torch
 
 from .tokenizer import build_tokenizer
-from .world import CorpusConfig, WorldConfig, make_world, pretraining_corpus
+from .world import CorpusConfig, DocumentSampler, WorldConfig, make_world, pretraining_corpus
 
 # Bump when the code that turns a config into weights changes in a way the config does not
 # show (the corpus renderer, the training loop), so stale caches are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The Llama architecture of the toy model."""
+    """The Llama architecture of the toy model (tied input/output embeddings)."""
 
     hidden_size: int = 128
     intermediate_size: int = 384
-    num_hidden_layers: int = 4
+    num_hidden_layers: int = 2
     num_attention_heads: int = 4
     max_position_embeddings: int = 512
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The pre-training run: AdamW, linear warm-up then cosine decay to `final_lr_ratio`."""
+    """The pre-training run.
 
-    passes: float = 2.0
-    batch_tokens: int = 8192
+    `fact_steps` steps on encyclopedia paragraphs alone (short, cheap batches in which the
+    model learns to look up a named person), then `steps` steps on the full document mixture.
+    AdamW, linear warm-up then cosine decay to `final_lr_ratio` of `lr`.
+    """
+
+    fact_steps: int = 300
+    fact_batch_tokens: int = 768
+    steps: int = 1200
+    batch_tokens: int = 2048
     lr: float = 3e-3
-    warmup_steps: int = 60
+    warmup_steps: int = 50
     final_lr_ratio: float = 0.05
     weight_decay: float = 0.01
     seed: int = 0
@@ -100,82 +106,67 @@ def llama_config(cfg: ToyConfig, tokenizer):
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
 
 
-def _batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
-    """Documents grouped by similar length into batches of about `batch_tokens` tokens,
-    in random order (little padding, every document once)."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    order.sort(key=lambda i: lengths[i])  # stable: random order within a length
-    batches, cur, width = [], [], 0
-    for i in order:
-        width2 = max(width, lengths[i])
-        if cur and width2 * (len(cur) + 1) > batch_tokens:
-            batches.append(cur)
-            cur, width2 = [], lengths[i]
-        cur.append(i)
-        width = width2
-    if cur:
-        batches.append(cur)
-    rng.shuffle(batches)
-    return batches
+def make_tokenizer(cfg: ToyConfig, world=None):
+    """The toy tokenizer: trained on 2,000 documents of the mixture and every domain word."""
+    world = world or make_world(cfg.world)
+    docs = pretraining_corpus(world, cfg.corpus, n_docs=2000, seed=-1)
+    return build_tokenizer(docs, world.vocabulary())
+
+
+def _batch(draw, tokenizer, budget: int) -> torch.Tensor:
+    """Documents from `draw()` until the right-padded batch would exceed `budget` tokens:
+    input ids [B, T] (pad id 0 on the right; the caller masks pads out of the loss)."""
+    docs, width = [], 0
+    while True:
+        ids = tokenizer(draw())["input_ids"] + [tokenizer.eos_token_id]
+        if docs and max(width, len(ids)) * (len(docs) + 1) > budget:
+            break
+        docs.append(ids)
+        width = max(width, len(ids))
+    out = torch.full((len(docs), width), tokenizer.pad_token_id, dtype=torch.long)
+    for b, d in enumerate(docs):
+        out[b, : len(d)] = torch.tensor(d)
+    return out
 
 
 def pretrain(cfg: ToyConfig, progress: bool = True, log: list | None = None, callback=None):
-    """Pre-train the toy model from scratch. Returns (model, tokenizer).
-
-    The corpus is rendered afresh for each pass (new distractors, option orders and house
-    names in the questions), so passes add variety rather than repeat text.
-    """
+    """Pre-train the toy model from scratch on documents drawn from the world. Returns
+    (model, tokenizer); `log` (a list) receives (step, seconds, loss) per step and
+    `callback(step, model)` is called after each step."""
     from transformers import LlamaForCausalLM
     from tqdm.auto import tqdm
 
     world = make_world(cfg.world)
     tc = cfg.train
-    n_passes = math.ceil(tc.passes)
-    corpora = [pretraining_corpus(world, cfg.corpus, seed=tc.seed * 1000 + k) for k in range(n_passes)]
-    tokenizer = build_tokenizer(corpora[0], world.vocabulary())
+    tokenizer = make_tokenizer(cfg, world)
     torch.manual_seed(tc.seed)
     model = LlamaForCausalLM(llama_config(cfg, tokenizer))
     model.train()
+    sampler = DocumentSampler(world, seed=tc.seed)
 
-    rng = random.Random(tc.seed)
-    plan = []  # (pass, batch of document indices)
-    encoded = []
-    for k, docs in enumerate(corpora):
-        ids = tokenizer(docs)["input_ids"]
-        ids = [x + [tokenizer.eos_token_id] for x in ids]
-        encoded.append(ids)
-        batches = _batches([len(x) for x in ids], tc.batch_tokens, rng)
-        if k == n_passes - 1 and tc.passes < n_passes:
-            batches = batches[: int(len(batches) * (tc.passes - k))]
-        plan += [(k, b) for b in batches]
-
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=tc.lr, betas=(0.9, 0.98), eps=1e-8)
-    total = len(plan)
+    total = tc.fact_steps + tc.steps
 
     def lr_at(step):
-        if step < tc.warmup_steps:
-            return (step + 1) / tc.warmup_steps
-        t = (step - tc.warmup_steps) / max(1, total - tc.warmup_steps)
-        return tc.final_lr_ratio + (1 - tc.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        warm = min(1.0, (step + 1) / tc.warmup_steps)
+        cos = 0.5 * (1 + math.cos(math.pi * step / total))
+        return warm * (tc.final_lr_ratio + (1 - tc.final_lr_ratio) * cos)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    pad = tokenizer.pad_token_id
     start = time.time()
-    bar = tqdm(plan, desc="pre-training the toy model", disable=not progress)
-    for step, (k, batch) in enumerate(bar):
-        seqs = [encoded[k][i] for i in batch]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-        for b, s in enumerate(seqs):
-            ids[b, : len(s)] = labels[b, : len(s)] = torch.tensor(s)
+    bar = tqdm(range(total), desc="pre-training the toy model", disable=not progress)
+    for step in bar:
+        if step < tc.fact_steps:
+            ids = _batch(sampler.facts, tokenizer, tc.fact_batch_tokens)
+        else:
+            ids = _batch(lambda: sampler.sample(cfg.corpus), tokenizer, tc.batch_tokens)
         # Right padding under a causal mask: no real token attends to a pad, so no attention
-        # mask is needed (and SDPA takes its fast causal path).
+        # mask is needed (and SDPA takes its fast causal path); pads are left out of the loss.
+        labels = ids.masked_fill(ids == tokenizer.pad_token_id, -100)
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -184,7 +175,7 @@ def pretrain(cfg: ToyConfig, progress: bool = True, log: list | None = None, cal
         opt.zero_grad(set_to_none=True)
         if log is not None:
             log.append((step, time.time() - start, loss.item()))
-        if step % 20 == 0:
+        if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if callback is not None:
             callback(step, model)
@@ -202,8 +193,13 @@ def save(model, tokenizer, cfg: ToyConfig, folder: Path, seconds: float | None =
         meta = {"config": cfg.as_dict(), "key": cfg.key(), "pretrain_seconds": seconds}
         (tmp / "toy_config.json").write_text(json.dumps(meta, indent=2))
         if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            # Another process finished the same build first: its copy is as good as ours.
+            if not (folder / "model.safetensors").exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
