@@ -38,6 +38,7 @@ NOISE = 30  # percent of wrong labels, as in the paper: 30, 50 or 70
 SEED = 0
 
 # %%
+# %matplotlib inline
 from pathlib import Path
 
 import matplotlib.pyplot as plt
