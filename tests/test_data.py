@@ -275,7 +275,13 @@ def test_every_official_file_reads(official):
         assert samples and all(s.options and s.question for s in samples), f
 
 
-def test_lazy_public_api():
-    assert callable(robustft.load_samples) and callable(robustft.inject_noise)
+def test_public_api_names_are_the_functions():
+    # `finetune`/`evaluate` are also module names: importing the modules must not shadow them.
+    import importlib
+
+    importlib.import_module("robustft.evaluate")
+    importlib.import_module("robustft.finetune")
+    assert callable(robustft.evaluate) and callable(robustft.finetune) and callable(robustft.load_model)
+    assert robustft.evaluate.__module__ == "robustft.evaluate" and robustft.finetune.__module__ == "robustft.finetune"
     with pytest.raises(AttributeError):
         robustft.no_such_thing
