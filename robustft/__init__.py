@@ -11,6 +11,7 @@ from .hub import load_hub
 from .inference import Generation, ScoredOptions, generate, predict_letters, score_options
 from .metrics import EvalResult, accuracy_report
 from .model import LanguageModel, load_model
+from .runlog import RunLog
 from .sample import LETTERS, MC, SHORT, Sample, letter, letter_index
 
 __version__ = "0.1.0"
@@ -18,4 +19,4 @@ __version__ = "0.1.0"
 __all__ = ["DataError", "OfficialData", "Sample", "LETTERS", "MC", "SHORT", "letter", "letter_index", "load_samples",
            "load_official", "load_hub", "inject_noise", "to_alpaca", "to_messages", "to_official_csv",
            "load_model", "LanguageModel", "score_options", "ScoredOptions", "predict_letters", "generate", "Generation",
-           "finetune", "response_nll", "evaluate", "EvalResult", "accuracy_report"]
+           "finetune", "response_nll", "evaluate", "EvalResult", "accuracy_report", "RunLog"]

@@ -7,31 +7,17 @@ number is measured in this run (or read back from this run's own results file); 
 written in.
 
 Each finished row is appended to ``<out>/results.jsonl`` at once, so an interrupted run
-resumes where it stopped (rows are keyed by the toy model's config hash, seed and noise).
+resumes where it stopped (rows are keyed by the toy model's config hash, the seed, the run and
+the SFT settings).
 The demo grows as the pipeline's stages land.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-
-def _done_rows(path: Path) -> dict:
-    rows = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[(row["model"], row["seed"], row["run"])] = row
-    return rows
-
-
-def _append(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
+from .runlog import RunLog
 
 
 def run(seed: int = 0, noise_levels=(0, 30, 50, 70), out: str | Path = "runs/demo", progress: bool = True) -> list[dict]:
@@ -40,16 +26,8 @@ def run(seed: int = 0, noise_levels=(0, 30, 50, 70), out: str | Path = "runs/dem
     from robustft.offline import ToyConfig, make_benchmark
     from robustft.offline.report import SFT  # the toy model's LoRA settings, one place
 
-    import torch
-
-    # The toy model's matrices are tiny (d=128): intra-op threads only add synchronisation.
-    # Measured on 2 cores: one LoRA SFT run took 9.9 s with 1 thread and over 45 s with 2.
-    torch.set_num_threads(1)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = out / "results.jsonl"
-    done = _done_rows(results)
-
+    log = RunLog(out / "results.jsonl", key=("model", "seed", "run", "sft"))
     config = ToyConfig.for_seed(seed)
     bench = make_benchmark(config.world)
     t0 = time.time()
@@ -61,10 +39,11 @@ def run(seed: int = 0, noise_levels=(0, 30, 50, 70), out: str | Path = "runs/dem
     rows = []
     runs = [("vanilla", None)] + [(f"sft-noise{n}", n) for n in noise_levels]
     for name, noise in runs:
-        key = (config.key(), seed, name)
-        if key in done:
-            rows.append(done[key])
-            print(f"{name:>14}: {done[key]['accuracy']:.3f}  (from {results})")
+        # A stored row counts only for the same toy model, seed, run and SFT settings.
+        row = log.get(model=config.key(), seed=seed, run=name, sft=SFT)
+        if row is not None:
+            rows.append(row)
+            print(f"{name:>14}: {row['accuracy']:.3f}  (from {log.path})")
             continue
         t = time.time()
         if noise is None:
@@ -73,10 +52,9 @@ def run(seed: int = 0, noise_levels=(0, 30, 50, 70), out: str | Path = "runs/dem
             train, changed = robustft.inject_noise(bench.train, noise / 100, seed=seed)
             model = robustft.finetune(lm, train, seed=seed, progress=progress, **SFT)
         result = robustft.evaluate(model, bench.test, progress=False)
-        row = {"model": config.key(), "seed": seed, "run": name, "noise": noise, "accuracy": result.accuracy,
+        row = {"model": config.key(), "seed": seed, "run": name, "sft": SFT, "noise": noise, "accuracy": result.accuracy,
                "by_category": result.by_category, "seconds": round(time.time() - t, 1)}
-        _append(results, row)
-        rows.append(row)
+        rows.append(log.add(row))
         print(f"{name:>14}: {result.accuracy:.3f}  ({row['seconds']} s)")
     return rows
 

@@ -20,6 +20,7 @@ from robustft import inject_noise
 from robustft.offline import (MENTOR, RESIDENCE, TRADE, CorpusConfig, ModelConfig, ToyConfig, TrainConfig,
                               WorldConfig, build_tokenizer, load_toy_model, make_benchmark, make_world,
                               pretraining_corpus)
+from robustft.offline.report import SFT
 from robustft.offline.world import DocumentSampler, benchmark_facts
 from robustft.prompts import direct_prompt, extract_answer, reasoning_prompt
 
@@ -88,7 +89,6 @@ def test_values_are_dealt_evenly_and_housemates_share_a_city():
     assert all((p.mentor, RESIDENCE) in world.seen for p in world.people.values())
 
 
-_FACT = re.compile(r"(?:We know that |About \w+: |\. )(?:the mentor of |The mentor of )?(\w+) (lives in|works as a|is) (\w+)")
 _QUESTION = re.compile(r"Question: (?:Where does|In which city does|What is the trade of|What does) "
                        r"(the mentor of )?(\w+) of House (\w+)")
 
@@ -242,8 +242,8 @@ def test_step_by_step_writes_reasoning_then_answers_two_hop_questions(toy):
     reasoning, _, answer = g.text.rpartition("Answer:")
     assert re.fullmatch(r"We know that the mentor of \w+ is \w+\. We know that \w+ lives in \w+\.\n", reasoning)
     assert answer.strip() in s.options
-    written = [bool(re.match(r"We know that the mentor of \w+ is \w+\. We know that \w+ lives in \w+\.\nAnswer: \w+$",
-                             g.text)) for g in gens]
+    written = [bool(re.fullmatch(r"We know that the mentor of \w+ is \w+\. We know that \w+ lives in \w+\.\nAnswer: \w+", g.text))
+               for g in gens]
     assert np.mean(written) >= 0.95
     step_acc = np.mean([extract_answer(g.text, s) == s.answer for g, s in zip(gens, two_hop)])
     direct_acc = evaluate(lm, two_hop, progress=False).accuracy
@@ -259,7 +259,7 @@ def test_sft_helps_with_clean_labels_and_hurts_with_noisy_ones(toy):
     acc = {}
     for rate in (0.0, 0.3, 0.7):
         train, _ = inject_noise(bench.train, rate, seed=0)
-        tuned = finetune(lm, train, epochs=10, lr=2e-3, seed=0, progress=False)
+        tuned = finetune(lm, train, seed=0, progress=False, **SFT)
         acc[rate] = evaluate(tuned, bench.test, progress=False).accuracy
     assert acc[0.0] >= vanilla + 0.05
     assert acc[0.0] > acc[0.3] > acc[0.7]

@@ -13,10 +13,6 @@ from robustft import prompts
 from robustft.model import LanguageModel
 from robustft.sample import LETTERS, Sample
 
-# Matrices this small gain nothing from intra-op threads, and on a shared 2-core machine
-# the threads' synchronisation stalls make runs tens of times slower.
-torch.set_num_threads(1)
-
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"

@@ -225,8 +225,18 @@ def load_toy_model(config: ToyConfig | None = None, cache_dir: str | os.PathLike
         config = ToyConfig.for_seed(seed) if seed is not None else ToyConfig()
     folder = _cache_folder(config, cache_dir)
     if not rebuild and (folder / "model.safetensors").exists():
+        from transformers.utils import logging as hf_logging
+
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
-        model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        # A 2 MB file loads in milliseconds: transformers' "Loading weights" bar is only noise
+        # (and a widget that differs between notebook runs). Restore the caller's setting.
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            model = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         return model.eval(), tokenizer
     start = time.time()
     model, tokenizer = pretrain(config, progress=progress)

@@ -1,0 +1,251 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The model and the baselines
+#
+# Every RobustFT stage asks a model questions, and every experiment ends in a fine-tune and an
+# evaluation. This chapter introduces the model layer and measures the two baselines that the
+# rest of the book has to beat:
+#
+# 1. **Vanilla**: the base model, asked directly, with no fine-tuning;
+# 2. **SFT**: LoRA fine-tuning on the noisy labels as they are, at 0, 30, 50 and 70 % noise —
+#    the paper's Figure 1, in which plain SFT falls as the noise rises and at 70 % ends below
+#    the model it started from.
+#
+# On the way it shows the two ways a model answers: by *scoring* the options (one forward
+# pass, no generation) and by *generating* step-by-step reasoning that ends in `Answer: X`.
+#
+# Offline, the model is the built-in toy: a 2-layer Llama with 0.6 M parameters, pre-trained
+# on this machine for about two minutes on text about the benchmark's world, then cached. On a
+# GPU set `MODE = "gpu"`: the same calls run a real instruct model in 4 bits.
+
+# %% tags=["parameters"]
+import os
+
+MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU, no downloads) or "gpu"
+MODEL_ID = os.environ.get("ROBUSTFT_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")  # used in gpu mode
+OFFICIAL_DIR = os.environ.get("ROBUSTFT_DATA", "RobustFT/data/arc")  # used in gpu mode
+NOISE_LEVELS = [0, 30, 50, 70]  # percent of wrong training labels
+SEED = 0
+
+# %%
+# %matplotlib inline
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import robustft
+from robustft import prompts
+
+OUT = Path("runs/02_baselines")
+OUT.mkdir(parents=True, exist_ok=True)
+
+# %% [markdown]
+# ## One interface for every model
+#
+# `robustft.load_model` takes a Hugging Face id, a local folder or `"toy"`, and returns a
+# `LanguageModel`: the `transformers` model, its tokenizer, and two choices every later stage
+# reads from it — whether prompts go through the chat template, and whether an answer is
+# written as its option *letter* (`Answer: B`, what instruct models do) or as its option
+# *text* (`Answer: Linsa`, what evaluation harnesses score for base models). The toy model is
+# a base model: it answers by text.
+
+# %%
+if MODE == "offline":
+    from robustft.offline import MENTOR, ToyConfig, make_benchmark
+    from robustft.offline.report import SFT as SFT_ARGS  # the toy's LoRA settings, one place
+
+    config = ToyConfig.for_seed(SEED)
+    bench = make_benchmark(config.world)
+    lm = robustft.load_model("toy", config=config, progress=False)  # pre-trains on first use
+    run_key = f"toy-{config.key()}"
+
+    def train_at(noise):
+        return robustft.inject_noise(bench.train, noise / 100, seed=SEED)[0]
+
+    test = bench.test
+else:
+    MENTOR = None  # the real datasets have no two-hop questions built in
+    lm = robustft.load_model(MODEL_ID, quantize="4bit")
+    SFT_ARGS = dict(epochs=3, lr=2e-4)
+    run_key = f"{MODEL_ID} on {OFFICIAL_DIR}"
+
+    def train_at(noise):  # the paper's own noisy files
+        return robustft.load_official(OFFICIAL_DIR, noise=noise).train
+
+    test = robustft.load_official(OFFICIAL_DIR, noise=0).test
+
+n_params = sum(p.numel() for p in lm.model.parameters())
+print(f"{lm.name}: {n_params / 1e6:.2f} M parameters, answers by {lm.answer_by}, "
+      f"chat template: {lm.chat}, device: {lm.device}")
+print(f"{len(test)} test questions")
+
+# %% [markdown]
+# ## Answering without generating: option scoring
+#
+# The direct expert does not need to write anything. For each option we append its answer
+# line to the prompt and read, in one batched forward pass, the log-probability the model
+# gives to that continuation; the model's answer is the most likely option. The
+# log-probabilities come from `robustft.kernels`, which reads each logit once (a Triton kernel
+# on a GPU, a chunked PyTorch path on a CPU).
+
+# %%
+q = test[0]
+scores = robustft.score_options(lm, [q], progress=False)
+print(prompts.direct_prompt(q) + prompts.ANSWER_PREFIX + " ...")
+pd.DataFrame({"option": q.options,
+              "log p(answer line)": scores.logprobs[0].round(3),
+              "probability among options": scores.probs[0].round(3),
+              "tokens": scores.n_tokens[0]},
+             index=list(robustft.LETTERS[: len(q.options)])).rename_axis("letter")
+
+# %% [markdown]
+# The probabilities are renormalised over the options; the most likely option is the model's
+# answer. The same numbers give the *response entropy* that RobustFT uses later to keep only
+# confident relabels: the mean negative log-probability per token of the chosen answer
+# (`scores.prediction_nll`). Lower means surer.
+
+# %%
+print(f"prediction: {scores.predictions[0]}, label: {q.answer}, "
+      f"response entropy of the prediction: {scores.prediction_nll[0]:.3f} nats/token")
+
+# %% [markdown]
+# ## Vanilla: what the base model knows
+#
+# `robustft.evaluate` scores every test question this way and reports the accuracy overall and
+# per category. Chance is 25 % with four options.
+
+# %%
+vanilla = robustft.evaluate(lm, test, progress=False)
+print(f"Vanilla accuracy: {vanilla.accuracy:.3f} on {len(test)} questions")
+pd.DataFrame({"accuracy": vanilla.by_category, "questions": vanilla.counts}).round(3)
+
+# %% [markdown]
+# Offline we also know *why* the model is right or wrong: the world records which facts the
+# pre-training text stated. The model answers almost every question about a fact it has read
+# and is near chance on the rest. This **partial knowledge** is what RobustFT's noise detector
+# relies on: where the model knows the answer, its disagreement with a label is evidence that
+# the label is wrong.
+
+# %%
+if MODE == "offline":
+    one_hop = [(s, c) for s, c in zip(test, vanilla.correct) if s.category != MENTOR]
+    known = pd.DataFrame({"fact in pre-training text": ["seen" if s.extra["known"] else "never seen" for s, _ in one_hop],
+                          "correct": [bool(c) for _, c in one_hop]})
+    by_known = known.groupby("fact in pre-training text")["correct"].agg(["mean", "size"])
+    by_known.columns = ["accuracy", "questions"]
+    display(by_known.round(3))
+
+# %% [markdown]
+# ## Answering by reasoning: generation
+#
+# The reasoning expert asks the model to think step by step and end with `Answer: X`.
+# `robustft.generate` runs batched greedy (or sampled) generation with a key-value cache and
+# returns, for every generated token, its log-probability and the entropy of the distribution
+# it was drawn from. `extract_answer` reads the final answer as the official code does.
+#
+# Offline, the questions built for this are *two-hop*: "where does the mentor of X live?".
+# The model has read who X's mentor is and where the mentor lives, but never the answer in one
+# sentence, so asked directly it mostly guesses; writing the first hop down lets it recall the
+# second.
+
+# %%
+if MODE == "offline":
+    two_hop = [s for s in test if s.category == MENTOR]
+else:
+    two_hop = test[:64]
+gens = robustft.generate(lm, [prompts.reasoning_prompt(s) for s in two_hop], max_new_tokens=64, progress=False)
+print(prompts.reasoning_prompt(two_hop[0]) + gens[0].text)
+
+# %% [markdown]
+# Each generated token comes with its log-probability and the entropy of the model's
+# next-token distribution (in nats). The model is sure of the words the reasoning template
+# fixes; its uncertainty sits on the names it has to copy from the question or recall. A
+# wrong step starts at such a token, which is why RobustFT measures the entropy of a whole
+# response before trusting it.
+
+# %%
+g = gens[0]
+pd.DataFrame({"token": [lm.tokenizer.decode([t]) for t in g.token_ids],
+              "log p": g.logprobs.round(3), "entropy (nats)": g.entropy.round(3)})
+
+# %%
+step = np.mean([prompts.extract_answer(g.text, s) == s.answer for g, s in zip(gens, two_hop)])
+direct = robustft.evaluate(lm, two_hop, progress=False).accuracy
+print(f"{len(two_hop)} questions: direct {direct:.3f}, step by step {step:.3f} ({(step - direct) * 100:+.1f} points)")
+
+# %% [markdown]
+# ## SFT on noisy labels
+#
+# `robustft.finetune` adds LoRA adapters to a copy of the model and trains them on the given
+# labels, with the loss on the answer tokens only and the very prompt used at inference.
+# We train once per noise level on the same questions, with the same seed, and evaluate each
+# model on the clean test set. Each finished run is appended to `results.jsonl`, so an
+# interrupted run (on a GPU these take a while) picks up where it stopped.
+
+# %%
+log = robustft.RunLog(OUT / "results.jsonl", key=("model", "seed", "noise", "sft"))
+rows = []
+for noise in NOISE_LEVELS:
+    # A stored row counts only for the same model and data, seed, noise and SFT settings.
+    row = log.get(model=run_key, seed=SEED, noise=noise, sft=SFT_ARGS)
+    if row is None:
+        tuned = robustft.finetune(lm, train_at(noise), seed=SEED, progress=False, **SFT_ARGS)
+        result = robustft.evaluate(tuned, test, progress=False)
+        row = log.add({"model": run_key, "seed": SEED, "noise": noise, "sft": SFT_ARGS,
+                       "accuracy": result.accuracy, "by_category": result.by_category})
+    rows.append(row)
+
+table = pd.DataFrame([{"run": "Vanilla", "noise (%)": "-", "accuracy": vanilla.accuracy}] +
+                     [{"run": "SFT", "noise (%)": r["noise"], "accuracy": r["accuracy"]} for r in rows])
+table["vs Vanilla (points)"] = ((table["accuracy"] - vanilla.accuracy) * 100).round(1)
+table.round({"accuracy": 3})
+
+# %%
+fig, ax = plt.subplots(figsize=(5.5, 3.6))
+ax.plot([r["noise"] for r in rows], [r["accuracy"] for r in rows], "o-", label="SFT on the noisy labels")
+ax.axhline(vanilla.accuracy, color="gray", ls="--", label="Vanilla (no fine-tuning)")
+ax.axhline(0.25, color="lightgray", ls=":", label="chance")
+ax.set_xlabel("wrong training labels (%)")
+ax.set_ylabel("test accuracy")
+ax.set_xticks(NOISE_LEVELS)
+ax.set_ylim(0, 1)
+ax.set_title("Plain SFT against label noise")
+ax.legend(loc="upper right")
+fig.tight_layout()
+
+# %% [markdown]
+# Read the plot from left to right. With clean labels, fine-tuning teaches the model the
+# facts it had never seen, and accuracy rises well above Vanilla. Every wrong label teaches a
+# wrong fact instead: accuracy falls with the noise, and at 70 % the fine-tuned model is worse
+# than the one we started from. This is the gap RobustFT closes — find the wrong labels, fix
+# the ones it can, and train only on what it trusts.
+#
+# ## Summary
+#
+# - `load_model` gives one interface for a Hub model, a local folder and the offline toy.
+# - `score_options` answers multiple-choice questions in batched forward passes and gives the
+#   response entropy of each answer; `generate` writes reasoning with per-token log-probs.
+# - Vanilla knows the facts it has read and guesses the rest; step-by-step reasoning answers
+#   two-hop questions that the direct prompt misses.
+# - Plain SFT helps on clean labels and hurts more the noisier they are.
+#
+# **Exercises.** (1) Score the test set by letter (`robustft.evaluate(lm, test, by="letter")`)
+# and explain the result for a base model. (2) Fine-tune for 3 epochs instead of 10 at 30 %
+# noise: does the gap to clean SFT shrink? (3) Find the test question on which the model's
+# prediction has the highest response entropy, and check whether its fact was ever seen.
