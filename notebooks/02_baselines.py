@@ -78,15 +78,21 @@ if MODE == "offline":
     def train_at(noise):
         return robustft.inject_noise(bench.train, noise / 100, seed=SEED)[0]
 
+    def base_model():  # finetune adds LoRA layers to a copy and leaves `lm` as it was
+        return lm
+
     test = bench.test
 else:
     MENTOR = None  # the real datasets have no two-hop questions built in
     lm = robustft.load_model(MODEL_ID, quantize="4bit")
-    SFT_ARGS = dict(epochs=3, lr=2e-4)
+    SFT_ARGS = dict(epochs=3, lr=2e-4, inplace=True)  # QLoRA: a 4-bit model cannot be copied
     run_key = f"{MODEL_ID} on {OFFICIAL_DIR}"
 
     def train_at(noise):  # the paper's own noisy files
         return robustft.load_official(OFFICIAL_DIR, noise=noise).train
+
+    def base_model():  # a fresh 4-bit base for each run, trained in place
+        return robustft.load_model(MODEL_ID, quantize="4bit")
 
     test = robustft.load_official(OFFICIAL_DIR, noise=0).test
 
@@ -205,8 +211,9 @@ for noise in NOISE_LEVELS:
     # A stored row counts only for the same model and data, seed, noise and SFT settings.
     row = log.get(model=run_key, seed=SEED, noise=noise, sft=SFT_ARGS)
     if row is None:
-        tuned = robustft.finetune(lm, train_at(noise), seed=SEED, progress=False, **SFT_ARGS)
+        tuned = robustft.finetune(base_model(), train_at(noise), seed=SEED, progress=False, **SFT_ARGS)
         result = robustft.evaluate(tuned, test, progress=False)
+        del tuned  # on a GPU, free its memory before the next run
         row = log.add({"model": run_key, "seed": SEED, "noise": noise, "sft": SFT_ARGS,
                        "accuracy": result.accuracy, "by_category": result.by_category})
     rows.append(row)

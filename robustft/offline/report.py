@@ -31,8 +31,9 @@ from .toy_model import ToyConfig, load_toy_model
 from .world import MENTOR, RESIDENCE, make_benchmark, reasoning_text
 
 NOISE = (0.0, 0.3, 0.5, 0.7)
-# LoRA on the MLP projections only: a fact lives in the MLPs, and with attention adapters a
-# model this small learns where the right option sits rather than what the answer is.
+# LoRA on the MLP projections only, where a model stores facts. Measured on seeds 0/1/2: clean
+# SFT reached 0.897/0.772/0.903 this way, and 0.856/0.556/0.803 with the default targets
+# (attention and MLP) at lr 2e-3 -- seed 1 gained only 2.5 points over Vanilla that way.
 SFT = dict(epochs=10, lr=4e-3, lora_r=16, lora_alpha=32,
            target_modules=("gate_proj", "up_proj", "down_proj"))
 
@@ -53,9 +54,8 @@ def housemate_examples(bench, sample, k: int = 3):
     return shots
 
 
-def measure(seed: int, cache: str | None, progress: bool = False, config: ToyConfig | None = None,
-            noise=NOISE) -> dict:
-    cfg = config or ToyConfig.for_seed(seed)
+def measure(seed: int, cache: str | None, progress: bool = False) -> dict:
+    cfg = ToyConfig.for_seed(seed)
     out = {"seed": seed}
     tmp = None
     if cache is None:
@@ -109,7 +109,7 @@ def measure(seed: int, cache: str | None, progress: bool = False, config: ToyCon
     out["review_picks_examples_on_city"] = review.accuracy
     out["review_picks_steps_on_two_hop"] = review2.accuracy
 
-    for rate in noise:
+    for rate in NOISE:
         train, _ = inject_noise(bench.train, rate, seed=seed)
         start = time.perf_counter()
         tuned = finetune(lm, train, seed=seed, progress=progress, **SFT)
