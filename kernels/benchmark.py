@@ -393,6 +393,11 @@ def device_info(device):
     return name, slug
 
 
+def _ms(row) -> str:
+    """The median time, with the minimum in brackets when the run kept it (CPU runs)."""
+    return f"{row['ms']:.2f}" + (f" ({row['ms_min']:.2f})" if "ms_min" in row else "")
+
+
 def write_markdown(path, meta, rows, checks, sweep=()):
     lines = [f"# robustft.kernels benchmark: {meta['device_name']}", "",
              f"{meta['date']}; torch {meta['torch']}, triton {meta['triton']}; "
@@ -407,8 +412,7 @@ def write_markdown(path, meta, rows, checks, sweep=()):
                   "| N | V | dtype | method | ms | GB/s | % copy BW | peak extra MiB |",
                   "|---:|---:|---|---|---:|---:|---:|---:|"]
         for r in tok:
-            ms = f"{r['ms']:.2f}" + (f" ({r['ms_min']:.2f})" if "ms_min" in r else "")
-            lines.append(f"| {r['N']} | {r['V']} | {r['dtype']} | {r['method']} | {ms} | "
+            lines.append(f"| {r['N']} | {r['V']} | {r['dtype']} | {r['method']} | {_ms(r)} | "
                          f"{r['GB/s']:.1f} | {r['pct_copy_bw']:.1f} | {r['peak_extra_MiB']} |")
         lines.append("")
     lin = [r for r in rows if r["op"] == "linear_token_stats"]
@@ -417,9 +421,8 @@ def write_markdown(path, meta, rows, checks, sweep=()):
                   "| N | H | V | model | dtype | method | ms | TFLOP/s | peak extra MiB |",
                   "|---:|---:|---:|---|---|---|---:|---:|---:|"]
         for r in lin:
-            ms = f"{r['ms']:.2f}" + (f" ({r['ms_min']:.2f})" if "ms_min" in r else "")
             lines.append(f"| {r['N']} | {r['H']} | {r['V']} | {r['model']} | {r['dtype']} | "
-                         f"{r['method']} | {ms} | {r['TFLOP/s']:.2f} | {r['peak_extra_MiB']} |")
+                         f"{r['method']} | {_ms(r)} | {r['TFLOP/s']:.2f} | {r['peak_extra_MiB']} |")
         lines.append("")
     if checks:
         lines += ["## Acceptance checks", "", "| check | value | limit | pass |", "|---|---:|---|---|"]

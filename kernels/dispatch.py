@@ -249,8 +249,8 @@ def option_logprobs(
       mean with ``length_normalized=True``. An option with no tokens gets ``-inf``.
 
     Returns:
-        :class:`OptionScores`: ``logprobs`` and ``probs = softmax(logprobs, -1)`` ``[B, K]``
-        float32, ``n_tokens`` ``[B, K]`` int64.
+        :class:`OptionScores`: ``logprobs``, ``probs = softmax(logprobs, -1)`` and the mean
+        next-token ``entropy`` ``[B, K]`` float32, ``n_tokens`` ``[B, K]`` int64.
     """
     if logits.dim() == 2:
         B = logits.shape[0]
@@ -264,6 +264,7 @@ def option_logprobs(
         z = logits.gather(1, torch.where(present, ids, 0)).float()
         lp = torch.where(present, z - stats.lse[:, None], torch.full_like(z, float("-inf")))
         n_tokens = present.to(torch.int64)
+        ent = torch.where(present, stats.entropy[:, None], torch.full_like(z, float("nan")))
     elif logits.dim() == 3:
         if num_options is None or num_options < 1 or logits.shape[0] % num_options:
             raise ValueError("text mode needs num_options=K with logits.shape[0] == B*K")
@@ -271,11 +272,11 @@ def option_logprobs(
         rs = response_stats(logits, targets, ignore_index, backend=backend)
         score = -rs.nll if length_normalized else rs.logp_sum
         score = torch.where(rs.n_tokens > 0, score, torch.full_like(score, float("-inf")))
-        lp, n_tokens = score.view(-1, K), rs.n_tokens.view(-1, K)
+        lp, n_tokens, ent = score.view(-1, K), rs.n_tokens.view(-1, K), rs.entropy.view(-1, K)
     else:
         raise ValueError(f"logits must be [B, V] (letter mode) or [B*K, T, V] (text mode), "
                          f"got shape {tuple(logits.shape)}")
-    return OptionScores(logprobs=lp, probs=torch.softmax(lp, dim=-1), n_tokens=n_tokens)
+    return OptionScores(logprobs=lp, probs=torch.softmax(lp, dim=-1), n_tokens=n_tokens, entropy=ent)
 
 
 @torch.no_grad()

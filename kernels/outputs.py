@@ -73,8 +73,13 @@ class OptionScores(NamedTuple):
         probs: float32 ``[B, K]``, ``softmax(logprobs)`` over the K options: the model's
             choice distribution restricted to the candidates. Rows sum to 1.
         n_tokens: int64 ``[B, K]``, tokens scored per option (1 in letter mode).
+        entropy: float32 ``[B, K]``, mean Shannon entropy (nats) of the next-token
+            distributions that predict the option's tokens. In letter mode every option is
+            read from the same distribution, so a row repeats one value. NaN for an absent
+            option. It comes from the same pass over the logits as the log-probabilities.
     """
 
     logprobs: torch.Tensor
     probs: torch.Tensor
     n_tokens: torch.Tensor
+    entropy: torch.Tensor

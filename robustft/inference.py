@@ -253,11 +253,9 @@ def _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, pr
             for k, t in shared[q][1]:
                 targets[b, k] = t
         scores = option_logprobs(last, targets.to(last.device), ignore_index=IGNORE)
-        # Every option is read from the same next-token distribution: one entropy per question.
-        ent = token_stats(last).entropy.double().cpu().numpy()
         logprobs[qs] = scores.logprobs.double().cpu().numpy()
         n_tokens[qs] = scores.n_tokens.cpu().numpy()
-        entropy[qs] = np.where(n_tokens[qs] > 0, ent[:, None], np.nan)
+        entropy[qs] = scores.entropy.double().cpu().numpy()
 
 
 def _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, progress):
@@ -307,9 +305,7 @@ class Generation:
 
 def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
                  generator: torch.Generator | None) -> torch.Tensor:
-    """Next token ids [B] from logits [B, V]: argmax when temperature == 0."""
-    if temperature == 0:
-        return logits.argmax(-1)
+    """Sampled next token ids [B] from logits [B, V] (temperature > 0, nucleus top_p)."""
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
@@ -337,7 +333,8 @@ def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int =
 
     Returns one `Generation` per prompt, in the prompts' order. A response stops at eos, at
     max_new_tokens, or where prompt + response reach the model's maximum length
-    (`finished` False for the last two); a prompt that leaves no room is an error.
+    (`finished` False for the last two); a prompt that leaves no room is an error, and so
+    are NaN/inf logits (FloatingPointError: no token can be chosen from them).
     """
     if temperature < 0:
         raise ValueError("temperature must be >= 0")
@@ -375,11 +372,15 @@ def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator) -> 
     pos = pos[:, -1:]
     for step in range(max(budget)):
         logits = out.logits[:, -1]  # [B, V]
-        nxt = _sample_next(logits, temperature, top_p, generator)
-        st = token_stats(logits, nxt)
+        st = token_stats(logits)  # one read of the logits: lse, entropy and the greedy token
+        if not bool((st.valid | done).all()):
+            raise FloatingPointError(f"the model's logits for generated token {step + 1} hold NaN or "
+                                     "inf (or are all -inf): no next token can be chosen")
+        nxt = st.argmax if temperature == 0 else _sample_next(logits, temperature, top_p, generator)
+        logp = logits.gather(1, nxt[:, None]).squeeze(1).float() - st.lse
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)  # finished rows idle on pad
         tokens.append(nxt)
-        logps.append(st.logp.double())
+        logps.append(logp.double())
         ents.append(st.entropy.double())
         done = done | torch.isin(nxt, eos) | (stop_at <= step + 1)
         if bool(done.all()):

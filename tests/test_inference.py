@@ -215,6 +215,14 @@ def test_generation_prompt_too_long(lm):
         generate(lm, ["red " * 600], ids=["p-long"], progress=False)
 
 
+def test_generation_refuses_nan_logits(samples):
+    lm = make_lm()
+    with torch.no_grad():
+        lm.model.lm_head.weight[5] = float("nan")  # one vocabulary row: every logit row has a NaN
+    with pytest.raises(FloatingPointError, match="generated token 1 hold NaN"):
+        generate(lm, [direct_prompt(samples[0])], max_new_tokens=3, progress=False)
+
+
 def test_generation_stops_at_the_context_limit(samples):
     lm = make_lm()
     short, long = direct_prompt(samples[1]), direct_prompt(samples[0]) + "red red red"

@@ -253,11 +253,14 @@ def test_option_logprobs_letters(backend, dtype):
     _assert_close(got.logprobs, ref, TOL[dtype], "letter logprobs")
     _assert_close(got.probs, torch.softmax(ref, -1), TOL[dtype], "letter probs")
     assert got.n_tokens.shape == (B, 4)
-    # Per-question ids with an absent option: -inf log-prob, probability 0.
+    ent = reference_token_stats(x.cpu(), None, IGNORE)[2]
+    _assert_close(got.entropy, ent[:, None].expand(B, 4), TOL[dtype], "letter entropy")
+    # Per-question ids with an absent option: -inf log-prob, probability 0, NaN entropy.
     ids = letters.expand(B, 4).clone()
     ids[0, 3] = IGNORE
     got2 = option_logprobs(x, ids, backend=backend)
     assert got2.logprobs[0, 3].item() == float("-inf") and got2.probs[0, 3].item() == 0.0
+    assert torch.isnan(got2.entropy[0, 3]) and torch.isfinite(got2.entropy[0, :3]).all()
     torch.testing.assert_close(got2.probs.sum(-1).cpu(), torch.ones(B))
 
 
@@ -271,9 +274,11 @@ def test_option_logprobs_texts(backend):
     labels[K + 3] = IGNORE  # question 1 has only 3 options
     labels = labels.to(DEVICE)
     got = option_logprobs(logits, labels, num_options=K, backend=backend)
-    nll, _, n, lsum = _reference_response(logits, labels)
+    nll, ent, n, lsum = _reference_response(logits, labels)
     want = torch.where(n > 0, lsum, float("-inf")).view(B, K)
     _assert_close(got.logprobs, want, dict(atol=1e-3, rtol=1e-5), "option logprobs")
+    _assert_close(got.entropy, ent.view(B, K), TOL[torch.bfloat16], "option entropy")
+    assert torch.isnan(got.entropy[1, 3])
     assert got.n_tokens.cpu().view(-1).tolist() == n.tolist()
     assert got.probs[1, 3].item() == 0.0
     torch.testing.assert_close(got.probs.sum(-1).cpu(), torch.ones(B))

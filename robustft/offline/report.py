@@ -27,7 +27,7 @@ from ..finetune import finetune
 from ..inference import generate, score_options
 from ..model import LanguageModel
 from ..prompts import context_prompt, extract_answer, reasoning_prompt, review_prompt
-from .toy_model import ToyConfig, load_toy_model
+from .toy_model import ToyConfig, cache_folder, load_toy_model
 from .world import MENTOR, RESIDENCE, make_benchmark, reasoning_text
 
 NOISE = (0.0, 0.3, 0.5, 0.7)
@@ -67,8 +67,7 @@ def measure(seed: int, cache: str | None, progress: bool = False) -> dict:
     start = time.perf_counter()
     model, tok = load_toy_model(cfg, cache_dir=cache)
     out["load_s"] = time.perf_counter() - start
-    meta = json.loads((next(iter(__import__("pathlib").Path(cache).glob(f"toy-{cfg.key()}"))) /
-                       "toy_config.json").read_text())
+    meta = json.loads((cache_folder(cfg, cache) / "toy_config.json").read_text())
     out["pretrain_s"] = meta.get("pretrain_seconds")
 
     lm = LanguageModel(model, tok, answer_by="text", name="toy")

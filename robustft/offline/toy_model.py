@@ -223,7 +223,7 @@ def load_toy_model(config: ToyConfig | None = None, cache_dir: str | os.PathLike
 
     if config is None:
         config = ToyConfig.for_seed(seed) if seed is not None else ToyConfig()
-    folder = _cache_folder(config, cache_dir)
+    folder = cache_folder(config, cache_dir)
     if not rebuild and (folder / "model.safetensors").exists():
         from transformers.utils import logging as hf_logging
 
@@ -244,5 +244,7 @@ def load_toy_model(config: ToyConfig | None = None, cache_dir: str | os.PathLike
     return model, tokenizer
 
 
-def _cache_folder(config: ToyConfig, path) -> Path:
+def cache_folder(config: ToyConfig, path: str | os.PathLike | None = None) -> Path:
+    """Where the model of `config` is cached: weights, tokenizer and ``toy_config.json`` (the
+    config, and ``pretrain_seconds``: how long pre-training took)."""
     return cache_dir(path) / f"toy-{config.key()}"
