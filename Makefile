@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m robustft.demo
+	$(VENV)/bin/robustft demo --out results/demo
 
 # Every test: unit tests, and every notebook executed end to end and compared by nbval.
 test: $(VENV)/.installed

@@ -1,16 +1,20 @@
 """RobustFT: noise-robust supervised fine-tuning of LLMs (Luo et al., arXiv 2412.14922).
 
-The public API in one namespace. The function names `finetune` and `evaluate` are also the
-names of their modules, so they are imported eagerly here: a lazy attribute would be
+The public API in one namespace. The function names `finetune`, `evaluate` and `denoise` are
+also the names of their modules, so they are imported eagerly here: a lazy attribute would be
 replaced by the submodule as soon as anything imported it.
 """
 from .data import DataError, OfficialData, inject_noise, load_official, load_samples, to_alpaca, to_messages, to_official_csv
+from .denoise import DenoiseConfig, DenoiseResult, denoise, detection_report
+from .detect import detect_noise
 from .evaluate import evaluate
 from .finetune import finetune, response_nll
 from .hub import load_hub
 from .inference import Generation, ScoredOptions, generate, predict_letters, score_options
 from .metrics import EvalResult, accuracy_report
 from .model import LanguageModel, load_model
+from .relabel import nearest_clean, relabel
+from .selection import response_entropy, select_by_entropy
 from .runlog import RunLog
 from .sample import LETTERS, MC, SHORT, Sample, letter, letter_index
 
@@ -19,4 +23,6 @@ __version__ = "0.1.0"
 __all__ = ["DataError", "OfficialData", "Sample", "LETTERS", "MC", "SHORT", "letter", "letter_index", "load_samples",
            "load_official", "load_hub", "inject_noise", "to_alpaca", "to_messages", "to_official_csv",
            "load_model", "LanguageModel", "score_options", "ScoredOptions", "predict_letters", "generate", "Generation",
-           "finetune", "response_nll", "evaluate", "EvalResult", "accuracy_report", "RunLog"]
+           "finetune", "response_nll", "evaluate", "EvalResult", "accuracy_report", "RunLog",
+           "denoise", "DenoiseConfig", "DenoiseResult", "detection_report", "detect_noise", "relabel",
+           "nearest_clean", "select_by_entropy", "response_entropy"]

@@ -1,106 +1,187 @@
-"""The offline end-to-end demo (`make demo`, or `python -m robustft.demo`).
+"""The offline end-to-end demo (`make demo`, `robustft demo`).
 
-On the built-in benchmark, with no download: pre-train (or load from the cache) the tiny
-model, measure the base model ("Vanilla"), then LoRA-SFT it on the training labels with 0,
-30, 50 and 70 % injected noise and measure each — the shape of the paper's Figure 1. Every
-number is measured in this run (or read back from this run's own results file); nothing is
-written in.
+On the built-in benchmark, with no download, for each seed (a world and its toy model) and
+each noise rate (30/50/70 %): the base model ("Vanilla"), LoRA SFT on the noisy labels
+("SFT"), and RobustFT — denoise the noisy labels, then the same LoRA SFT on what it keeps.
+Prints a table in the shape of the paper's Table 1 and the detection report, and writes
+``results.json``, ``results.csv`` and ``results.png`` into the output folder.
 
-Each finished row is appended to ``<out>/results.jsonl`` at once, so an interrupted run
-resumes where it stopped (rows are keyed by the toy model's config hash, the seed, the run and
-the SFT settings).
-The demo grows as the pipeline's stages land.
+Every number is measured in this run or read back from this run's own ``runs.jsonl``: each
+finished row is appended at once and each denoising run keeps its expert batches, so an
+interrupted demo resumes where it stopped. Rows are keyed by the toy model's config hash, the
+seed, the noise rate and every setting, so a changed setting is recomputed, never reused.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import statistics
+import sys
 import time
 from pathlib import Path
 
+from .data import NOISE_LEVELS
 from .runlog import RunLog
 
+METHODS = ("vanilla", "sft", "robustft")
+DETECTION = ("precision", "recall", "f1", "relabel_accuracy", "selection_accuracy", "label_accuracy")
 
-def run(seed: int = 0, noise_levels=(0, 30, 50, 70), out: str | Path = "runs/demo", progress: bool = True) -> list[dict]:
-    """Run the demo for one seed; returns the result rows (also in ``out/results.jsonl``)."""
+
+def run(seeds=(0,), noise_levels=NOISE_LEVELS, out: str | Path = "results/demo", config=None,
+        progress: bool = True, log=print) -> list[dict]:
+    """Run the demo; returns the result rows (one per seed × run), also in ``out/runs.jsonl``."""
     import robustft
+    from robustft.denoise import DenoiseConfig, denoise
     from robustft.offline import ToyConfig, make_benchmark
     from robustft.offline.report import SFT  # the toy model's LoRA settings, one place
+    from robustft.relabel import resolve_embedder
 
+    config = config or DenoiseConfig()
     out = Path(out)
-    log = RunLog(out / "results.jsonl", key=("model", "seed", "run", "sft"))
-    config = ToyConfig.for_seed(seed)
-    bench = make_benchmark(config.world)
-    t0 = time.time()
-    lm = robustft.load_model("toy", config=config, progress=progress)
-    print(f"toy model {config.key()} ready in {time.time() - t0:.1f} s "
-          f"({sum(p.numel() for p in lm.model.parameters()) / 1e6:.2f} M parameters)")
-    print(f"benchmark: {len(bench.train)} training, {len(bench.test)} test questions (seed {seed})")
-
+    runlog = RunLog(out / "runs.jsonl", key=("model", "seed", "run", "noise", "settings"))
     rows = []
-    runs = [("vanilla", None)] + [(f"sft-noise{n}", n) for n in noise_levels]
-    for name, noise in runs:
-        # A stored row counts only for the same toy model, seed, run and SFT settings.
-        row = log.get(model=config.key(), seed=seed, run=name, sft=SFT)
-        if row is not None:
+    for seed in seeds:
+        toy = ToyConfig.for_seed(seed)
+        bench = make_benchmark(toy.world)
+        lm = robustft.load_model("toy", config=toy, progress=progress)
+        lm.info["fingerprint"] = toy.key()
+        log(f"seed {seed}: toy model {toy.key()}, {len(bench.train)} training and {len(bench.test)} test questions")
+
+        def once(run_name, noise, settings, compute):
+            row = runlog.get(model=toy.key(), seed=seed, run=run_name, noise=noise, settings=settings)
+            t = time.time()
+            if row is None:
+                row = runlog.add({"model": toy.key(), "seed": seed, "run": run_name, "noise": noise,
+                                  "settings": settings, **compute(), "seconds": round(time.time() - t, 1)})
+                how = f"{row['seconds']} s"
+            else:
+                how = "read back"
             rows.append(row)
-            print(f"{name:>14}: {row['accuracy']:.3f}  (from {log.path})")
-            continue
-        t = time.time()
-        if noise is None:
-            model = lm
-        else:
-            train, changed = robustft.inject_noise(bench.train, noise / 100, seed=seed)
-            model = robustft.finetune(lm, train, seed=seed, progress=progress, **SFT)
-        result = robustft.evaluate(model, bench.test, progress=False)
-        row = {"model": config.key(), "seed": seed, "run": name, "sft": SFT, "noise": noise, "accuracy": result.accuracy,
-               "by_category": result.by_category, "seconds": round(time.time() - t, 1)}
-        rows.append(log.add(row))
-        print(f"{name:>14}: {result.accuracy:.3f}  ({row['seconds']} s)")
+            extra = ""
+            if "detection" in row:
+                d = row["detection"]
+                extra = (f"  [flags P {d['precision']:.2f} R {d['recall']:.2f} F1 {d['f1']:.2f}; "
+                         f"training labels {d['label_accuracy']:.2f} right, {d['kept']} kept]")
+            label = run_name if noise is None else f"{run_name} @ {noise} %"
+            log(f"  {label:>16}: {row['accuracy']:.3f} ({how}){extra}")
+            return row
+
+        def accuracy(model):
+            return {"accuracy": robustft.evaluate(model, bench.test, progress=False).accuracy}
+
+        once("vanilla", None, {}, lambda: accuracy(lm))
+        for noise in noise_levels:
+            train, _ = robustft.inject_noise(bench.train, noise / 100, seed=seed)
+            once("sft", noise, {"sft": SFT},
+                 lambda: accuracy(robustft.finetune(lm, train, seed=seed, progress=progress, **SFT)))
+
+            def robust():
+                result = denoise(train, lm, config, out=out / f"seed{seed}-noise{noise}", progress=progress)
+                tuned = robustft.finetune(lm, result.samples, seed=seed, progress=progress, **SFT)
+                return {**accuracy(tuned), "detection": result.report}
+
+            # "auto" embeds with whatever is installed: the resolved embedder is part of the key.
+            settings = {"sft": SFT, "denoise": config.to_dict(), "embedder": resolve_embedder(config.embedder)}
+            once("robustft", noise, settings, robust)
     return rows
 
 
-def report(rows: list[dict], out: Path) -> str:
-    """A Markdown table of the rows, and a plot of accuracy against noise (``out/demo.png``)."""
-    vanilla = next(r["accuracy"] for r in rows if r["run"] == "vanilla")
-    lines = ["| run | noise | test accuracy | vs Vanilla |", "|---|---|---|---|"]
-    for r in rows:
-        noise = "-" if r["noise"] is None else f"{r['noise']} %"
-        lines.append(f"| {r['run']} | {noise} | {r['accuracy']:.3f} | {r['accuracy'] - vanilla:+.3f} |")
-    table = "\n".join(lines)
-    (out / "results.md").write_text(table + "\n")
+def _mean_std(values):
+    if len(values) == 1:
+        return values[0]
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values)}
+
+
+def summarize(rows: list[dict], seeds, noise_levels, seconds: float | None = None) -> dict:
+    """`results.json`: the Table-1 accuracies and the detection report per noise rate
+    (plain fractions for one seed; ``{"mean", "std"}`` over several)."""
+    def pick(run, noise, key="accuracy"):
+        return [r[key] if key == "accuracy" else r["detection"][key]
+                for r in rows if r["run"] == run and (run == "vanilla" or r["noise"] == noise)]
+
+    table, detection = {}, {}
+    for noise in noise_levels:
+        table[str(noise)] = {m: _mean_std(pick(m, noise)) for m in METHODS}
+        detection[str(noise)] = {k: _mean_std(pick("robustft", noise, k)) for k in DETECTION}
+    return {"table": table, "detection": detection, "seeds": list(seeds), "seconds": seconds}
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if not isinstance(v, dict) else f"{v['mean']:.3f} ± {v['std']:.3f}"
+
+
+def table_text(summary: dict) -> str:
+    """The Table-1-style accuracy table and the detection report as Markdown."""
+    lines = ["| noise | Vanilla | SFT | RobustFT |", "|---|---|---|---|"]
+    for noise, row in summary["table"].items():
+        lines.append(f"| {noise} % | " + " | ".join(_fmt(row[m]) for m in METHODS) + " |")
+    lines += ["", "| noise | " + " | ".join(DETECTION) + " |", "|---" * (len(DETECTION) + 1) + "|"]
+    for noise, row in summary["detection"].items():
+        lines.append(f"| {noise} % | " + " | ".join(_fmt(row[k]) for k in DETECTION) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(rows: list[dict], summary: dict, out: Path) -> list[Path]:
+    """results.json, results.csv (one row per seed × run) and results.png."""
+    from .denoise import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_json(out / "results.json", summary), out / "results.csv", out / "results.png"]
+    with open(paths[1], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["seed", "run", "noise", "accuracy", *DETECTION])
+        for r in rows:
+            d = r.get("detection") or {}
+            w.writerow([r["seed"], r["run"], r["noise"] if r["noise"] is not None else "",
+                        f"{r['accuracy']:.4f}", *[f"{d[k]:.4f}" if k in d else "" for k in DETECTION]])
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        sft = [r for r in rows if r["noise"] is not None]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([r["noise"] for r in sft], [r["accuracy"] for r in sft], "o-", label="SFT on noisy labels")
-        ax.axhline(vanilla, color="gray", ls="--", label="Vanilla (no fine-tuning)")
-        ax.set_xlabel("noise in training labels (%)")
-        ax.set_ylabel("test accuracy")
-        ax.set_title("Offline benchmark: noisy SFT vs the base model")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "demo.png", dpi=120)
     except ImportError:  # matplotlib is in the `book`/`dev` extras, not the core install
-        pass
-    return table
+        return paths[:2]
+    noises = [int(n) for n in summary["table"]]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for m, style, label in (("vanilla", "s--", "Vanilla"), ("sft", "o-", "SFT on noisy labels"),
+                            ("robustft", "D-", "RobustFT")):
+        vals = [summary["table"][str(n)][m] for n in noises]
+        mean = [v["mean"] if isinstance(v, dict) else v for v in vals]
+        std = [v["std"] if isinstance(v, dict) else 0.0 for v in vals]
+        ax.errorbar(noises, mean, yerr=std, fmt=style, capsize=3, label=label)
+    ax.set_xlabel("wrong training labels (%)")
+    ax.set_ylabel("test accuracy")
+    ax.set_xticks(noises)
+    ax.set_title(f"Offline benchmark, seeds {', '.join(map(str, summary['seeds']))}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="results/demo", help="results folder (resumes from its runs.jsonl)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="benchmark seeds (default 0)")
+    p.add_argument("--noise", type=int, nargs="+", default=list(NOISE_LEVELS), help="noise rates in percent")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main_args(args) -> None:
+    start = time.time()
+    rows = run(args.seeds, args.noise, args.out, progress=not args.no_progress)
+    summary = summarize(rows, args.seeds, args.noise, seconds=round(time.time() - start, 1))
+    paths = write_outputs(rows, summary, Path(args.out))
+    print()
+    print(table_text(summary))
+    print(f"\n{summary['seconds']} s; wrote " + ", ".join(map(str, paths)))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--noise", type=int, nargs="+", default=[0, 30, 50, 70], help="noise levels in percent")
-    parser.add_argument("--out", default="runs/demo", help="results folder (resumes from its results.jsonl)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    rows = run(args.seed, args.noise, args.out, progress=not args.no_progress)
-    print()
-    print(report(rows, Path(args.out)))
-    print(f"\nresults: {args.out}/results.jsonl, {args.out}/results.md, {args.out}/demo.png")
+    add_arguments(parser)
+    main_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

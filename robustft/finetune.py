@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .inference import IGNORE, check_length, left_pad, length_sorted_batches, response_logits
-from .kernels import response_stats
+from .inference import IGNORE, check_length, left_pad, length_sorted_batches, response_logits, response_stats_of
 from .model import LanguageModel, copy_model
 from .prompts import answer_line, direct_prompt
 from .sample import Sample
@@ -93,7 +92,7 @@ def response_nll(lm: LanguageModel, samples: Sequence[Sample], prompts=None, res
     for batch in tqdm(length_sorted_batches([len(e[0]) for e in examples], batch_size),
                       desc="response nll", disable=not progress):
         ids, mask, pos, labels, keep = _collate(lm, [examples[j] for j in batch])
-        st = response_stats(response_logits(lm, ids, mask, pos, keep), labels, ignore_index=IGNORE)
+        st = response_stats_of(lm, ids, mask, pos, labels, keep)
         out[batch] = st.nll.double().cpu().numpy()
     return out
 

@@ -13,6 +13,7 @@ The score of an option is the sum of its tokens' log-probs, log p(option | promp
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .kernels import option_logprobs, response_stats, token_stats
+from .kernels import linear_token_stats, option_logprobs, response_stats, token_stats
+from .kernels.dispatch import reduce_response, shift_labels
 from .model import LanguageModel
 from .prompts import ANSWER_PREFIX, answer_line, direct_prompt
 from .sample import MC, Sample, letter, letter_index
@@ -84,6 +86,51 @@ def response_logits(lm: LanguageModel, input_ids, attention_mask, position_ids, 
     out = lm.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    use_cache=False, **_keep_kwargs(lm, keep))
     return out.logits[:, -keep:]  # a no-op where the model honoured logits_to_keep
+
+
+FUSED_ENV = "ROBUSTFT_FUSED_HEAD"
+
+
+def fused_head(lm: LanguageModel):
+    """(backbone, lm_head weight [V, H]) when scoring can go from hidden states straight to
+    token statistics (`kernels.linear_token_stats`), never building [N, V] logits; else None.
+
+    Used on CUDA by default (set ``ROBUSTFT_FUSED_HEAD=1`` to use it anywhere, ``0`` never).
+    Needs a plain bias-free float lm_head and no logit post-processing (softcapping or
+    scaling, as in Gemma 2 or Cohere), which the fused path would skip.
+    """
+    choice = os.environ.get(FUSED_ENV, "auto").lower()
+    if choice in ("0", "false", "no", "off") or (choice == "auto" and lm.device.type != "cuda"):
+        return None
+    base = lm.base_model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    backbone = getattr(base, "model", None)
+    cfg = base.config
+    if (head is None or backbone is None or not isinstance(head, torch.nn.Linear) or head.bias is not None
+            or head.weight.dtype not in (torch.float16, torch.bfloat16, torch.float32)
+            or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None)):
+        return None
+    return backbone, head.weight
+
+
+def last_hidden(backbone, input_ids, attention_mask, position_ids, keep: int) -> torch.Tensor:
+    """The backbone's last hidden states of the last `keep` positions: [B, keep, H]."""
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return out.last_hidden_state[:, -keep:]
+
+
+def response_stats_of(lm: LanguageModel, input_ids, attention_mask, position_ids, labels, keep: int):
+    """`kernels.response_stats` of the last `keep` positions of a batch (labels [B, keep],
+    Hugging Face convention), through the fused head when `fused_head` allows it."""
+    fused = fused_head(lm)
+    if fused is None:
+        logits = response_logits(lm, input_ids, attention_mask, position_ids, keep)
+        return response_stats(logits, labels, ignore_index=IGNORE)
+    backbone, weight = fused
+    hidden = last_hidden(backbone, input_ids, attention_mask, position_ids, keep)
+    targets = shift_labels(labels, IGNORE)
+    st = linear_token_stats(hidden.to(weight.dtype), weight, targets, IGNORE)
+    return reduce_response(st.logp, st.entropy, targets != IGNORE)
 
 
 def _keep_kwargs(lm: LanguageModel, keep: int) -> dict:
@@ -247,15 +294,27 @@ def _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, pr
     for batch in tqdm(batches, desc="scoring options", disable=not progress):
         qs = [questions[j] for j in batch]
         ids, mask, pos = left_pad([shared[q][0] for q in qs], lm.tokenizer.pad_token_id, lm.device)
-        last = response_logits(lm, ids, mask, pos, keep=1)[:, -1]  # [B, V]
         targets = torch.full((len(qs), width), IGNORE, dtype=torch.long)
         for b, q in enumerate(qs):
             for k, t in shared[q][1]:
                 targets[b, k] = t
-        scores = option_logprobs(last, targets.to(last.device), ignore_index=IGNORE)
-        logprobs[qs] = scores.logprobs.double().cpu().numpy()
-        n_tokens[qs] = scores.n_tokens.cpu().numpy()
-        entropy[qs] = scores.entropy.double().cpu().numpy()
+        fused = fused_head(lm)
+        if fused is None:
+            last = response_logits(lm, ids, mask, pos, keep=1)[:, -1]  # [B, V]
+            scores = option_logprobs(last, targets.to(last.device), ignore_index=IGNORE)
+            lp, nt, ent = scores.logprobs, scores.n_tokens, scores.entropy
+        else:  # [B, H] hidden states, one row per option: the [B, V] logits never exist
+            backbone, weight = fused
+            hidden = last_hidden(backbone, ids, mask, pos, keep=1)[:, -1].to(weight.dtype)
+            tgt = targets.to(hidden.device)
+            st = linear_token_stats(hidden.repeat_interleave(width, 0), weight, tgt.reshape(-1), IGNORE)
+            present = tgt != IGNORE
+            lp = torch.where(present, st.logp.view(-1, width), torch.full_like(st.lse.view(-1, width), float("-inf")))
+            nt = present.to(torch.int64)
+            ent = torch.where(present, st.entropy.view(-1, width), torch.full_like(lp, float("nan")))
+        logprobs[qs] = lp.double().cpu().numpy()
+        n_tokens[qs] = nt.cpu().numpy()
+        entropy[qs] = ent.double().cpu().numpy()
 
 
 def _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, progress):
@@ -268,8 +327,7 @@ def _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, p
         labels = torch.full((len(batch), keep), IGNORE, dtype=torch.long, device=ids.device)
         for b, m in enumerate(n_cont):
             labels[b, keep - m:] = ids[b, -m:]
-        logits = response_logits(lm, ids, mask, pos, keep=keep)
-        st = response_stats(logits, labels, ignore_index=IGNORE)
+        st = response_stats_of(lm, ids, mask, pos, labels, keep)
         lp = st.logp_sum.double().cpu().numpy()
         ent = st.entropy.double().cpu().numpy()
         for b, j in enumerate(batch):

@@ -91,6 +91,17 @@ def gold_answers(sample: Sample) -> list[str]:
     return golds
 
 
+def answers_match(a: str | None, b: str | None, task: str = MC) -> bool:
+    """Whether two answers to the same question agree: equal letters (multiple choice), or
+    the fuzzy match of normalised texts (short answers). No answer (None) agrees with
+    nothing."""
+    if a is None or b is None:
+        return False
+    if task == MC:
+        return a.strip().upper() == b.strip().upper()
+    return fuzzy_match(a, b)
+
+
 def is_correct(prediction: str | None, sample: Sample) -> bool:
     """Whether a prediction (a letter for mc, text for short answers) is right."""
     if prediction is None:

@@ -83,12 +83,12 @@ def review_prompt(sample: Sample, reasoning: str, reasoning_answer: str, context
 
 
 def checker_prompt(sample: Sample, direct_answer: str, reasoning_answer: str) -> str:
-    """The paper's LLM checker: is the given label noisy? (Y/N)."""
+    """The paper's LLM checker: is the given label noisy? The verdict follows as
+    ``Answer: Yes`` / ``Answer: No`` (scored, like an option text)."""
     return (
         f"{CHECKER_INSTRUCTION}\n\n{format_question(sample)}\n"
         f"Given label: {sample.answer}\n"
         f"Expert 1: {direct_answer}\nExpert 2: {reasoning_answer}\n"
-        "Noisy label:"
     )
 
 
@@ -115,3 +115,10 @@ def extract_answer(text: str, sample: Sample) -> str | None:
         if raw.rstrip(".").strip().lower() == o.strip().lower():
             return l
     return None
+
+
+def reasoning_steps(text: str) -> str:
+    """A reasoning response without its final ``Answer:`` line: the steps alone, as the
+    review prompt shows them before restating the answer."""
+    cut = list(_ANSWER_RE.finditer(text))
+    return (text[:cut[-1].start()] if cut else text).strip()

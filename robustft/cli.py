@@ -1,0 +1,250 @@
+"""The `robustft` command: denoise, fine-tune, evaluate, and the offline demo.
+
+    robustft denoise  --data noisy/noisy30.csv --model toy --out runs/arc30
+    robustft finetune --data runs/arc30/denoise30.csv --model toy --out runs/arc30-lora
+    robustft evaluate --data test.csv --model toy --adapter runs/arc30-lora
+    robustft demo     --out results/demo --seeds 0 1 2
+
+`--model` takes a Hugging Face id, a local folder, or `toy` / `toy:N` (the offline model of
+seed N). `--data` takes a file (official CSV, JSON, JSONL, Alpaca) or an official dataset
+folder (with `--noise`). Bad input prints the data layer's message (file, row, field) and
+exits with status 2, without a traceback. Nothing the user gave is overwritten: an existing
+`--out` folder that is not a robustft run folder needs `--force`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2
+RUN_MARKER = "run.json"
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------ helpers
+def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None):
+    import robustft
+
+    m = re.fullmatch(r"toy(?::(\d+))?", spec)
+    if m:
+        from robustft.offline import ToyConfig
+
+        config = ToyConfig.for_seed(int(m.group(1) or 0))
+        lm = robustft.load_model("toy", config=config, adapter=adapter)
+        lm.info["fingerprint"] = config.key()
+        return lm
+    return robustft.load_model(spec, quantize=quantize, adapter=adapter)
+
+
+def _load_data(path: str, noise: int | None, split: str = "train"):
+    """Samples of a file or an official folder. A file `…/noisy/noisyNN.csv` inside an
+    official folder gets the clean labels of its `labeled.csv` attached (for the report)."""
+    import robustft
+
+    p = Path(path)
+    if p.is_dir():
+        data = robustft.load_official(p, noise=noise if noise is not None else 30)
+        return (data.test if split == "test" else data.train), data.noise
+    if not p.exists():
+        raise UsageError(f"{p}: no such file or folder")
+    m = re.fullmatch(r"noisy(\d+)\.csv", p.name)
+    if m and p.parent.name == "noisy" and (p.parent.parent / "labeled.csv").exists():
+        return robustft.load_official(p.parent.parent, noise=int(m.group(1))).train, int(m.group(1))
+    return robustft.load_samples(p), (int(m.group(1)) if m else noise)
+
+
+def _claim_out(out: Path, force: bool, what: dict) -> None:
+    """Make `out` ours: a new or empty folder, a robustft run folder, or anything with --force."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder")
+    marker = out / RUN_MARKER
+    if out.exists() and any(out.iterdir()) and not marker.exists() and not force:
+        raise UsageError(f"--out {out} already holds files that robustft did not write; "
+                         "choose another folder or pass --force")
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"robustft": what}, indent=2) + "\n")
+
+
+def _print_report(report: dict) -> None:
+    print("detection report (against the true labels):")
+    for k in ("precision", "recall", "f1", "relabel_accuracy", "selection_accuracy", "label_accuracy"):
+        print(f"  {k:20s} {report[k]:.3f}")
+    print(f"  {report['n']} samples, {report['noisy']} truly noisy, {report['flagged']} flagged, "
+          f"{report['selected']} relabels selected, {report['kept']} kept for training")
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_denoise(args) -> None:
+    import robustft
+    from robustft.data import to_alpaca, to_messages, to_official_csv
+    from robustft.denoise import DenoiseConfig, denoise, write_json
+
+    config = DenoiseConfig(checker=args.checker, k=args.k, embedder=args.embedder, review=not args.no_review,
+                           beta=args.beta, entropy=args.entropy, entropy_from=args.entropy_from,
+                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    samples, noise = _load_data(args.data, args.noise)
+    out = Path(args.out)
+    name = f"denoise{noise}" if noise is not None else "denoised"
+    outputs = [out / f"{name}.csv", out / f"{name}.alpaca.json", out / f"{name}.messages.jsonl"]
+    if any(o.resolve() == Path(args.data).resolve() for o in outputs):
+        raise UsageError(f"--out {out} would overwrite the input {args.data}")
+    _claim_out(out, args.force, {"command": "denoise", "data": str(args.data), "model": args.model})
+    lm = _load_lm(args.model, args.quantize)
+    print(f"denoising {len(samples)} samples of {args.data} with {args.model} "
+          f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}", file=sys.stderr)
+    start = time.time()
+    result = denoise(samples, lm, config, out=out, force=args.force, progress=not args.no_progress)
+    seconds = time.time() - start
+    by = args.answer_by or "letter"
+    to_official_csv(result.samples, outputs[0])
+    to_alpaca(result.samples, outputs[1], by=by)
+    to_messages(result.samples, outputs[2], by=by)
+    with open(out / "provenance.jsonl", "w") as f:
+        for row in result.provenance:
+            f.write(json.dumps(row) + "\n")
+    summary = {"samples": len(samples), "kept": len(result.samples), "seconds": round(seconds, 1),
+               "expert_seconds": result.stats.get("seconds"), "report": result.report}
+    write_json(out / "summary.json", summary)
+    print(f"kept {len(result.samples)} of {len(samples)} samples in {seconds:.1f} s")
+    for name_, secs in (result.stats.get("seconds") or {}).items():
+        rate = len(samples if name_ in ("direct", "reasoning") else
+                   [p for p in result.provenance if p["noisy"]]) / secs if secs else float("nan")
+        print(f"  {name_:9s} expert: {secs:6.1f} s ({rate:.1f} samples/s)")
+    if result.report:
+        _print_report(result.report)
+    print("wrote " + ", ".join(str(o) for o in outputs) + f", {out / 'provenance.jsonl'}")
+
+
+def cmd_finetune(args) -> None:
+    import robustft
+
+    samples, _ = _load_data(args.data, args.noise)
+    out = Path(args.out)
+    _claim_out(out, args.force, {"command": "finetune", "data": str(args.data), "model": args.model})
+    lm = _load_lm(args.model, args.quantize)
+    kw = dict(epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+              batch_size=args.batch_size, seed=args.seed)
+    if args.model.startswith("toy") and args.toy_settings:
+        from robustft.offline.report import SFT
+
+        kw = dict(SFT, seed=args.seed)
+    tuned = robustft.finetune(lm, samples, output_dir=out, progress=not args.no_progress, **kw)
+    losses = tuned.info["train_loss"]
+    print(f"fine-tuned on {len(samples)} samples: loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {out}")
+
+
+def cmd_evaluate(args) -> None:
+    import robustft
+
+    samples, _ = _load_data(args.data, args.noise, split="test")
+    lm = _load_lm(args.model, args.quantize, adapter=args.adapter)
+    result = robustft.evaluate(lm, samples, progress=not args.no_progress)
+    print(f"accuracy {result.accuracy:.4f} on {len(samples)} samples")
+    for cat, acc in result.by_category.items():
+        print(f"  {cat:24s} {acc:.4f}  ({result.counts[cat]})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"accuracy": result.accuracy, "by_category": result.by_category,
+                                               "counts": result.counts}, indent=2) + "\n")
+
+
+def cmd_demo(args) -> None:
+    from robustft import demo
+
+    demo.main_args(args)
+
+
+# ------------------------------------------------------------------------------ parser
+def _common(p, model=True):
+    if model:
+        p.add_argument("--model", required=True, help="Hugging Face id, local folder, or toy / toy:SEED")
+        p.add_argument("--quantize", choices=["4bit", "8bit"], default=None, help="bitsandbytes quantisation (CUDA)")
+    p.add_argument("--noise", type=int, default=None, help="noise rate of an official folder's noisy file (30/50/70)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from robustft.denoise import DenoiseConfig
+
+    d = DenoiseConfig()
+    parser = argparse.ArgumentParser(prog="robustft", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("denoise", help="detect, relabel and select: write the denoised training set",
+                       description="Run RobustFT's denoising chain and write the denoised set (official "
+                                   "denoiseNN.csv, Alpaca JSON, chat JSONL) and per-sample provenance. "
+                                   "Expert passes are stored per batch in --out: a re-run resumes.")
+    p.add_argument("--data", required=True, help="noisy training data: a file or an official folder")
+    p.add_argument("--out", required=True, help="run folder (resumed when it is one)")
+    _common(p)
+    p.add_argument("--k", type=int, default=d.k, help=f"worked examples per noisy sample (default {d.k})")
+    p.add_argument("--beta", type=float, default=d.beta, help=f"fraction of relabels kept (default {d.beta})")
+    p.add_argument("--checker", default=d.checker, choices=["agree", "either", "llm"], help="noise detection rule")
+    p.add_argument("--embedder", default=d.embedder, help="auto, minilm, tfidf, llm, or a sentence-transformers id")
+    p.add_argument("--entropy", default=d.entropy, choices=["nll", "shannon", "options"])
+    p.add_argument("--entropy-from", default=d.entropy_from, choices=["context", "review", "experts"])
+    p.add_argument("--no-review", action="store_true", help="skip the review agent (CER answer is the label)")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--answer-by", choices=["letter", "text"], default=None,
+                   help="answer form in the Alpaca/chat exports (default letter)")
+    p.add_argument("--force", action="store_true", help="recompute every expert batch; allow a foreign --out")
+    p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser("finetune", help="LoRA fine-tune on a data file; saves the adapter",
+                       description="LoRA SFT (QLoRA with --quantize 4bit) on the given labels.")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="adapter folder")
+    _common(p)
+    p.add_argument("--epochs", type=float, default=3)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--toy-settings", action="store_true", help="with a toy model: the benchmark's SFT settings")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="accuracy on a test file", description="Accuracy overall and per category.")
+    p.add_argument("--data", required=True, help="test file, or an official folder (its test.csv)")
+    _common(p)
+    p.add_argument("--adapter", default=None, help="a LoRA adapter folder from `robustft finetune`")
+    p.add_argument("--json", default=None, help="also write the result here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the offline benchmark: Vanilla, SFT and RobustFT at 30/50/70 %% noise",
+                       description="Vanilla, SFT on the noisy labels and RobustFT on the offline benchmark; "
+                                   "writes results.json, results.csv and results.png. Resumes from --out.")
+    from robustft.demo import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from robustft.data import DataError
+
+    try:
+        args.func(args)
+    except (UsageError, DataError, FileNotFoundError, ValueError) as e:
+        # Expected problems with the input: one line, no traceback.
+        print(f"robustft {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"robustft {args.command}: interrupted; finished batches are kept, run again to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

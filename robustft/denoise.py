@@ -1,0 +1,228 @@
+"""RobustFT's denoising chain in one place: detect → relabel → select → clean ∪ selected.
+
+    result = robustft.denoise(samples, lm, robustft.DenoiseConfig(k=3, beta=0.5), out="runs/arc30")
+    result.samples      # the training set: clean samples and the selected relabels
+    result.provenance   # per input sample: each expert's answer, neighbours, entropy, stage
+    result.report       # precision/recall/F1 of the noise flags etc., when true labels are known
+
+Every stage is a pure function over arrays (`detect_noise`, `nearest_clean`,
+`response_entropy`, `select_by_entropy`, `detection_report`); this module only runs the
+model passes (`robustft.experts`) and wires the arrays through. With ``out=`` each expert
+batch is stored as it finishes, so a re-run resumes; the config is saved beside it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .detect import CHECKERS, detect_noise, llm_checker, run_detection_experts
+from .experts import PassStore
+from .metrics import answers_match
+from .model import LanguageModel
+from .relabel import EMBEDDERS, embed, relabel, resolve_embedder
+from .sample import Sample
+from .selection import MEASURES, response_entropy, select_by_entropy, supporting_entropy
+
+CLEAN, SELECTED, DROPPED = "clean", "selected", "dropped"
+ENTROPY_FROM = ("context", "review", "experts")
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """Every setting of a denoising run (saved as ``config.json`` with the run).
+
+    Attributes:
+        checker: "agree" (the paper's rule: clean when both experts agree with the label),
+            "either" (clean when at least one agrees), or "llm" (the paper's Y/N prompt).
+        k: clean worked examples retrieved per noisy sample (the paper: 3).
+        embedder: retrieval embeddings: "auto", "minilm", "tfidf", "llm", or a
+            sentence-transformers id/folder (see `robustft.relabel.embed`).
+        review: run the review agent (off: the CER answer is the new label).
+        beta: fraction of the relabeled samples kept, lowest entropy first (the paper: 0.5).
+        entropy: "nll" (the paper's mean token NLL), "shannon" or "options"
+            (see `robustft.selection`).
+        entropy_from: whose answer's entropy ranks the relabels: "context" (the paper: the
+            CER answer under the CER prompt), "review" (the new label under the review
+            prompt; the CER answer when the review agent is off), or "experts" (ours: the new
+            label under the experts that gave it, `selection.supporting_entropy`).
+        max_new_tokens: generation budget of the reasoning expert and of short answers.
+        batch_size: samples per stored batch (and per forward pass).
+    """
+
+    checker: str = "agree"
+    k: int = 3
+    embedder: str = "auto"
+    review: bool = True
+    beta: float = 0.5
+    entropy: str = "nll"
+    entropy_from: str = "experts"
+    max_new_tokens: int = 64
+    batch_size: int = 64
+
+    def __post_init__(self):
+        if self.checker not in (*CHECKERS, "llm"):
+            raise ValueError(f"checker must be one of {[*CHECKERS, 'llm']}, got {self.checker!r}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.entropy not in MEASURES:
+            raise ValueError(f"entropy must be one of {MEASURES}, got {self.entropy!r}")
+        if self.entropy_from not in ENTROPY_FROM:
+            raise ValueError(f"entropy_from must be one of {ENTROPY_FROM}, got {self.entropy_from!r}")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("max_new_tokens and batch_size must be >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenoiseConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown DenoiseConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class DenoiseResult:
+    """The output of `denoise`.
+
+    Attributes:
+        samples: the training set — clean samples with their labels and selected samples
+            with their new labels — in input order.
+        provenance: one dict per *input* sample: id, given label, each expert's answer,
+            noisy flag, retrieved neighbours (ids), CER and review answers, entropy, the
+            stage it ended in ("clean", "selected", "dropped") and its training label.
+        config: the `DenoiseConfig` used.
+        report: `detection_report` when every sample's true label is known, else None.
+    """
+
+    samples: list[Sample]
+    provenance: list[dict]
+    config: DenoiseConfig
+    report: dict | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def denoise(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig | None = None, *,
+            out: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
+            on_batch=None) -> DenoiseResult:
+    """Run RobustFT's denoising chain on a noisy SFT set.
+
+    Args:
+        samples: the noisy training samples (multiple choice and/or short answer).
+        lm: the model that plays every expert.
+        config: the settings (default `DenoiseConfig()`, the paper's).
+        out: a run folder: expert batches are stored there as they finish (a re-run resumes
+            and recomputes only what a changed config or input changes) and ``config.json``
+            is written. None keeps nothing.
+        force: recompute every expert batch even when stored.
+        on_batch: called after each computed and stored expert batch, with the count so far
+            (tests use it to interrupt a run; needs `out`).
+
+    Returns a `DenoiseResult`.
+    """
+    config = config or DenoiseConfig()
+    samples = list(samples)
+    if not samples:
+        raise ValueError("no samples to denoise")
+    store = None
+    if out is not None:
+        store = PassStore(out, force=force, on_batch=on_batch)
+        write_json(Path(out) / "config.json", {**config.to_dict(), "embedder_resolved": resolve_embedder(config.embedder)})
+    kw = dict(batch_size=config.batch_size, store=store, progress=progress)
+    direct, reasoning = run_detection_experts(lm, samples, max_new_tokens=config.max_new_tokens, **kw)
+    labels = [s.answer for s in samples]
+    tasks = [s.task for s in samples]
+    if config.checker == "llm":
+        noisy = llm_checker(lm, samples, direct.answers, reasoning.answers, **kw)
+    else:
+        noisy = detect_noise(labels, direct.answers, reasoning.answers, tasks, config.checker)
+
+    embeddings = embed(samples, config.embedder, lm, config.batch_size) if noisy.any() else None
+    rel = relabel(lm, samples, noisy, reasoning, k=config.k, review=config.review, embeddings=embeddings,
+                  max_new_tokens=config.max_new_tokens, **kw)
+    if config.entropy_from == "review" and rel.review is not None:
+        entropy = response_entropy(rel.review, rel.labels, config.entropy)
+    elif config.entropy_from == "experts":
+        entropy = supporting_entropy(rel.labels, rel.context, response_entropy(rel.context, rel.labels, config.entropy),
+                                     [reasoning.answers[i] for i in rel.indices], reasoning.max_nll[rel.indices],
+                                     [tasks[i] for i in rel.indices])
+    else:
+        entropy = response_entropy(rel.context, rel.context.answers, config.entropy)
+    keep = select_by_entropy(entropy, config.beta)
+
+    provenance = []
+    pos = {int(i): j for j, i in enumerate(rel.indices)}
+    for i, s in enumerate(samples):
+        row = {"id": s.id, "given": s.answer, "direct": direct.answers[i], "reasoning": reasoning.answers[i],
+               "reasoning_text": reasoning.texts[i], "noisy": bool(noisy[i])}
+        if s.clean_answer is not None:
+            row["clean_answer"] = s.clean_answer
+        if i in pos:
+            j = pos[i]
+            row.update(neighbours=[samples[n].id for n in rel.neighbours[j] if n >= 0],
+                       context=rel.context.answers[j],
+                       review=rel.review.answers[j] if rel.review is not None else None,
+                       relabel=rel.labels[j], entropy=_num(entropy[j]),
+                       stage=SELECTED if keep[j] else DROPPED, label=rel.labels[j] if keep[j] else None)
+        else:
+            row.update(stage=CLEAN, label=s.answer)
+        provenance.append(row)
+    kept = [s if p["stage"] == CLEAN else s.with_answer(p["label"])
+            for s, p in zip(samples, provenance) if p["stage"] != DROPPED]
+    report = detection_report(samples, provenance) if all(s.clean_answer is not None for s in samples) else None
+    passes = {"direct": direct, "reasoning": reasoning, "context": rel.context, "review": rel.review}
+    stats = {"computed_batches": store.computed if store else None, "reused_batches": store.reused if store else None,
+             "seconds": {k: round(v.seconds, 2) for k, v in passes.items() if v is not None}}
+    return DenoiseResult(kept, provenance, config, report, stats)
+
+
+def _num(v):
+    return float(v) if np.isfinite(v) else None
+
+
+def detection_report(samples: Sequence[Sample], provenance: Sequence[dict]) -> dict:
+    """How well each stage did, against the true labels (`Sample.clean_answer`).
+
+    Returns a dict of fractions (nan where a stage saw no sample):
+        precision, recall, f1: of the noisy flags against the truly noisy labels;
+        relabel_accuracy: new labels equal to the true one, over the flagged samples;
+        selection_accuracy: the same over the selected samples;
+        clean_accuracy: given labels right, over the samples the checker kept as clean;
+        label_accuracy: training labels right, over the final training set;
+        and counts: n, noisy (truly), flagged, selected, kept (= clean + selected).
+    """
+    truth = np.array([s.is_noisy for s in samples], dtype=bool)
+    flagged = np.array([p["noisy"] for p in provenance], dtype=bool)
+    right = lambda y, s: answers_match(y, s.clean_answer, s.task)  # noqa: E731
+    relabel_ok = [right(p["relabel"], s) for s, p in zip(samples, provenance) if p["noisy"]]
+    selected_ok = [right(p["label"], s) for s, p in zip(samples, provenance) if p["stage"] == SELECTED]
+    clean_ok = [right(p["label"], s) for s, p in zip(samples, provenance) if p["stage"] == CLEAN]
+    tp = int((truth & flagged).sum())
+    precision = tp / flagged.sum() if flagged.any() else float("nan")
+    recall = tp / truth.sum() if truth.any() else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
+    mean = lambda xs: float(np.mean(xs)) if len(xs) else float("nan")  # noqa: E731
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+            "relabel_accuracy": mean(relabel_ok), "selection_accuracy": mean(selected_ok),
+            "clean_accuracy": mean(clean_ok), "label_accuracy": mean(clean_ok + selected_ok),
+            "n": len(samples), "noisy": int(truth.sum()), "flagged": int(flagged.sum()),
+            "selected": len(selected_ok), "kept": len(clean_ok) + len(selected_ok)}
+
+
+def write_json(path: Path, obj) -> Path:
+    """Write JSON atomically (a crash never leaves half a file under the real name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+    return path

