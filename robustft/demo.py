@@ -17,14 +17,15 @@ import argparse
 import time
 from pathlib import Path
 
+from .data import NOISE_LEVELS
 from .runlog import RunLog
 
 
-def run(seed: int = 0, noise_levels=(0, 30, 50, 70), out: str | Path = "runs/demo", progress: bool = True) -> list[dict]:
+def run(seed: int = 0, noise_levels=(0, *NOISE_LEVELS), out: str | Path = "runs/demo", progress: bool = True) -> list[dict]:
     """Run the demo for one seed; returns the result rows (also in ``out/results.jsonl``)."""
     import robustft
+    from robustft.offline import TOY_SFT as SFT  # the toy model's LoRA settings, one place
     from robustft.offline import ToyConfig, make_benchmark
-    from robustft.offline.report import SFT  # the toy model's LoRA settings, one place
 
     out = Path(out)
     log = RunLog(out / "results.jsonl", key=("model", "seed", "run", "sft"))
@@ -92,7 +93,7 @@ def report(rows: list[dict], out: Path) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--noise", type=int, nargs="+", default=[0, 30, 50, 70], help="noise levels in percent")
+    parser.add_argument("--noise", type=int, nargs="+", default=[0, *NOISE_LEVELS], help="noise levels in percent")
     parser.add_argument("--out", default="runs/demo", help="results folder (resumes from its results.jsonl)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
