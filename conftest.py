@@ -9,6 +9,9 @@ weights; only miniature configs are pre-trained, into this folder.
 
 $ROBUSTFT_TEST_CACHE names a folder to use instead (kept afterwards): with ROBUSTFT_TOY=pretrain
 it runs the suite against toy models pre-trained on this machine and cached there.
+
+The notebooks' results (RunLog files, exports): $ROBUSTFT_RUNS, a fresh folder in the same
+session folder, so a run never reads back results that an earlier run left in notebooks/runs.
 """
 import os
 import shutil
@@ -19,12 +22,9 @@ _made = None
 
 def pytest_configure(config):
     global _made
-    chosen = os.environ.get("ROBUSTFT_TEST_CACHE")
-    if chosen:
-        os.environ["ROBUSTFT_CACHE"] = chosen
-    else:
-        _made = tempfile.mkdtemp(prefix="robustft-test-cache-")
-        os.environ["ROBUSTFT_CACHE"] = _made
+    _made = tempfile.mkdtemp(prefix="robustft-test-")
+    os.environ["ROBUSTFT_CACHE"] = os.environ.get("ROBUSTFT_TEST_CACHE") or os.path.join(_made, "cache")
+    os.environ["ROBUSTFT_RUNS"] = os.path.join(_made, "runs")
 
 
 def pytest_unconfigure(config):

@@ -345,6 +345,18 @@ def shipped_folder(config: ToyConfig, verify: bool = True) -> Path | None:
     return None
 
 
+def fingerprint(model) -> str:
+    """16 hex digits of a sha256 over the model's parameters (names, shapes, float32 bytes):
+    tells a shipped model from one pre-trained elsewhere with the same config, e.g. in the
+    keys of stored results."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def cache_folder(config: ToyConfig, path: str | os.PathLike | None = None) -> Path:
     """Where the model of `config` is cached: weights, tokenizer and ``toy_config.json`` (the
     config, and ``pretrain_seconds``: how long pre-training took)."""
