@@ -216,7 +216,7 @@ def test_benchmark_seeds_are_shipped_with_their_hashes():
         cfg = ToyConfig.for_seed(e["seed"])
         assert e["key"] == cfg.key()
         folder = toy_model.shipped_folder(cfg)  # checks every file's sha256
-        assert folder == toy_model.WEIGHTS_DIR / f"seed{e['seed']}"
+        assert folder == toy_model.WEIGHTS_DIR / f"seed-{e['seed']}"
         assert {"model.safetensors", "tokenizer.json", "config.json", "toy_config.json"} <= set(e["files"])
         meta = json.loads((folder / "toy_config.json").read_text())
         assert meta["key"] == cfg.key() and meta["config"] == json.loads(json.dumps(cfg.as_dict()))
@@ -226,14 +226,14 @@ def test_benchmark_seeds_are_shipped_with_their_hashes():
 def test_a_changed_shipped_file_is_a_clear_error(tmp_path, monkeypatch):
     from robustft.offline import ToyWeightsError, toy_model
 
-    shutil.copytree(toy_model.WEIGHTS_DIR, tmp_path / "weights")
-    monkeypatch.setattr(toy_model, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setattr(toy_model, "MANIFEST", tmp_path / "weights" / "manifest.json")
-    weights = tmp_path / "weights" / "seed0" / "model.safetensors"
+    shutil.copytree(toy_model.WEIGHTS_DIR, tmp_path / "toy-models")
+    monkeypatch.setattr(toy_model, "WEIGHTS_DIR", tmp_path / "toy-models")
+    monkeypatch.setattr(toy_model, "MANIFEST", tmp_path / "toy-models" / "manifest.json")
+    weights = tmp_path / "toy-models" / "seed-0" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one bit of one weight
     weights.write_bytes(bytes(data))
-    with pytest.raises(ToyWeightsError, match=r"seed0/model\.safetensors: sha256 .* differs .*manifest\.json"):
+    with pytest.raises(ToyWeightsError, match=r"seed-0/model\.safetensors: sha256 .* differs .*manifest\.json"):
         load_toy_model(seed=0, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()  # no silent fallback to pre-training
     weights.unlink()

@@ -6,8 +6,8 @@ Each argument is a seed and a folder written by `load_toy_model` (weights, token
 ``toy_config.json``). The folder's config must be `ToyConfig.for_seed(seed)` on every field it
 records (fields added to the config since it was written take their current defaults, which
 reproduce the same text: see `world.DocumentRates`). The files go to
-``robustft/offline/weights/seed<seed>/``; ``toy_config.json`` is rewritten with the current
-config, key and the pre-training's provenance, and ``weights/manifest.json`` lists every file's
+``robustft/offline/toy-models/seed-<seed>/``; ``toy_config.json`` is rewritten with the current
+config, key and the pre-training's provenance, and ``toy-models/manifest.json`` lists every file's
 sha256, which `load_toy_model` checks on every load.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def ship(models: dict[int, Path], provenance: dict | None = None) -> dict:
         cfg = ToyConfig.for_seed(seed)
         meta = json.loads((src / "toy_config.json").read_text())
         missing = _check(meta["config"], cfg.as_dict(), f"{src / 'toy_config.json'}: config")
-        dst = WEIGHTS_DIR / f"seed{seed}"
+        dst = WEIGHTS_DIR / f"seed-{seed}"
         dst.mkdir(parents=True, exist_ok=True)
         names = [n for n in FILES if (src / n).exists()]
         for name in names:

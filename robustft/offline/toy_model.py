@@ -3,8 +3,8 @@
 `load_toy_model()` returns a `transformers` LlamaForCausalLM and its tokenizer.
 
 - For the benchmark configs (`ToyConfig.for_seed(s)`, s in 0, 1, 2) it loads the weights
-  shipped inside the package (``robustft/offline/weights/seed<s>/``), after checking every
-  file against the sha256 in ``weights/manifest.json``. They are *the* benchmark models:
+  shipped inside the package (``robustft/offline/toy-models/seed-<s>/``), after checking every
+  file against the sha256 in ``toy-models/manifest.json``. They are *the* benchmark models:
   CPU pre-training is not bit-reproducible across instruction sets and thread counts (1,500
   AdamW steps amplify last-bit differences of the reductions), so a model re-derived on
   another machine answers differently; the book, the demo and the tests use these.
@@ -40,7 +40,8 @@ from .world import WORLD_VERSION, CorpusConfig, DocumentSampler, WorldConfig, ma
 FORMAT_VERSION = 3
 
 # The weights shipped with the package: one folder per benchmark seed, and their hashes.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# Folder names are not Python identifiers, so setuptools ships them as data, not as packages.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "toy-models"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 SOURCES = ("auto", "pretrain")  # where load_toy_model takes a model from; see its docstring
 SOURCE_ENV = "ROBUSTFT_TOY"
