@@ -10,20 +10,23 @@ TORCH_PIN ?= torch==2.13.0
 # CUDA build). A CPU-only machine with internet access gets the CPU wheel from PyTorch's own
 # index:  make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
+# pip's verbosity: -qq keeps a first install to errors only (a pip configured with several local
+# indexes warns once per package otherwise: 200+ lines in `make demo > log`). PIP_QUIET=-q shows warnings.
+PIP_QUIET ?= -qq
 EXTRAS ?= dev,book
 
 .PHONY: demo test test-fast book bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
 
 $(VENV)/.torch: | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(PIP_QUIET) "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install $(PIP_QUIET) -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: $(VENV)/.installed
