@@ -6,26 +6,36 @@ PY     := $(VENV)/bin/python
 # The CPU wheel of this pin is what a machine without a GPU should get; an unpinned `torch`
 # pulls several GB of CUDA packages. The library itself does not pin torch (Colab brings its own).
 TORCH_PIN ?= torch==2.13.0
+# Where pip looks for torch. Empty: pip's configured index (on PyPI, the Linux wheel is the
+# CUDA build). A CPU-only machine with internet access gets the CPU wheel from PyTorch's own
+# index:  make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+# pip's verbosity: -qq keeps a first install to errors only (a pip configured with several local
+# indexes warns once per package otherwise: 200+ lines in `make demo > log`). PIP_QUIET=-q shows warnings.
+PIP_QUIET ?= -qq
 EXTRAS ?= dev,book
 
 .PHONY: demo test test-fast book bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
 
 $(VENV)/.torch: | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(PIP_QUIET) "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install $(PIP_QUIET) -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/robustft demo --out results/demo
 
-# Every test: unit tests, and every notebook executed end to end and compared by nbval.
+# Every test: unit tests, and every notebook executed end to end and checked by nbval (outputs
+# that are exactly reproducible are compared; the chapters' claims are assertion cells).
+# conftest.py points ROBUSTFT_CACHE at a fresh folder for the session: tests never read or
+# write ~/.cache/robustft.
 test: $(VENV)/.installed
 	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 

@@ -34,7 +34,8 @@ import os
 
 MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU, no downloads) or "gpu"
 OFFICIAL_DIR = os.environ.get("ROBUSTFT_DATA", "RobustFT/data/arc")  # used in gpu mode
-NOISE = 30  # percent of wrong labels, as in the paper: 30, 50 or 70
+RUNS = os.environ.get("ROBUSTFT_RUNS", "runs")  # results folder (the tests use a fresh one)
+NOISE = 30  # percent of wrong labels: one of the paper's rates, robustft.data.NOISE_LEVELS
 SEED = 0
 
 # %%
@@ -47,7 +48,7 @@ import pandas as pd
 import robustft
 from robustft import prompts
 
-OUT = Path("runs/01_data")
+OUT = Path(RUNS) / "01_data"
 OUT.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
@@ -102,12 +103,18 @@ print(prompts.direct_prompt(train[0]) + prompts.answer_line(train[0]))
 
 # %%
 rows = []
-for rate in (0.3, 0.5, 0.7):
-    noisy, changed = robustft.inject_noise(train, rate, seed=SEED)
-    rows.append({"noise": f"{rate:.0%}", "labels changed": len(changed),
+for noise in robustft.data.NOISE_LEVELS:  # the paper's rates
+    noisy, changed = robustft.inject_noise(train, noise / 100, seed=SEED)
+    rows.append({"noise": f"{noise}%", "labels changed": len(changed),
                  "measured rate": f"{len(changed) / len(train):.3f}",
                  "changed to the same letter": sum(noisy[i].answer == train[i].answer for i in changed)})
 pd.DataFrame(rows)
+
+# %%
+for noise, row in zip(robustft.data.NOISE_LEVELS, rows):  # exactly round(rate * N), each a real change
+    assert row["labels changed"] == round(noise / 100 * len(train)), row
+    assert row["changed to the same letter"] == 0, row
+print("exact noise counts, no label changed to itself: checked")
 
 # %% [markdown]
 # The wrong letters are spread evenly over the other options. Left: how the given answer
@@ -137,6 +144,15 @@ ax2.legend(loc="lower right")
 ax2.set_title("answer letters")
 fig.tight_layout()
 
+# %%
+# Uniform over the other options: in every row of the grid the wrong letters share the row's
+# changed labels about evenly (each within half of the even share, plus a few for small rows).
+for clean in letters:
+    wrong = [grid.loc[clean, given] for given in letters if given != clean]
+    even = sum(wrong) / len(wrong)
+    assert all(abs(w - even) <= 0.5 * even + 3 for w in wrong), (clean, wrong)
+print("wrong letters spread over the other options: checked")
+
 # %% [markdown]
 # Because the clean answers are known here, later chapters can measure what the paper can
 # only estimate: how many of the wrong labels the checker flags, and how many relabels are
@@ -162,6 +178,7 @@ for path in (alpaca, chat, csv_path):
     back = robustft.load_samples(path)
     same = all((a.id, a.question, a.options, a.answer) == (b.id, b.question, b.options, b.answer) for a, b in zip(back, noisy_train))
     print(f"{path}: {len(back)} samples, identical on reading back: {same}")
+    assert same and len(back) == len(noisy_train), path
 
 # %%
 print(Path(chat).read_text().splitlines()[0][:400])

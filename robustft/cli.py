@@ -38,7 +38,6 @@ def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None)
 
         config = ToyConfig.for_seed(int(m.group(1) or 0))
         lm = robustft.load_model("toy", config=config, adapter=adapter)
-        lm.info["fingerprint"] = config.key()
         return lm
     return robustft.load_model(spec, quantize=quantize, adapter=adapter)
 
@@ -132,7 +131,7 @@ def cmd_finetune(args) -> None:
     kw = dict(epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
               batch_size=args.batch_size, seed=args.seed)
     if args.model.startswith("toy") and args.toy_settings:
-        from robustft.offline.report import SFT
+        from robustft.offline import TOY_SFT as SFT
 
         kw = dict(SFT, seed=args.seed)
     tuned = robustft.finetune(lm, samples, output_dir=out, progress=not args.no_progress, **kw)

@@ -33,7 +33,7 @@ def run(seeds=(0,), noise_levels=NOISE_LEVELS, out: str | Path = "results/demo",
     import robustft
     from robustft.denoise import DenoiseConfig, denoise
     from robustft.offline import ToyConfig, make_benchmark
-    from robustft.offline.report import SFT  # the toy model's LoRA settings, one place
+    from robustft.offline import TOY_SFT as SFT  # the toy model's LoRA settings, one place
     from robustft.relabel import resolve_embedder
 
     config = config or DenoiseConfig()
@@ -44,7 +44,6 @@ def run(seeds=(0,), noise_levels=NOISE_LEVELS, out: str | Path = "results/demo",
         toy = ToyConfig.for_seed(seed)
         bench = make_benchmark(toy.world)
         lm = robustft.load_model("toy", config=toy, progress=progress)
-        lm.info["fingerprint"] = toy.key()
         log(f"seed {seed}: toy model {toy.key()}, {len(bench.train)} training and {len(bench.test)} test questions")
 
         def once(run_name, noise, settings, compute):

@@ -21,10 +21,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .inference import IGNORE, check_length, left_pad, length_sorted_batches, response_logits, response_stats_of
 from .model import LanguageModel, copy_model
+from .progress import progress_bar
 from .prompts import answer_line, direct_prompt
 from .sample import Sample
 
@@ -89,8 +89,8 @@ def response_nll(lm: LanguageModel, samples: Sequence[Sample], prompts=None, res
     per sample, and the paper's response entropy of a given answer)."""
     examples = training_examples(lm, samples, prompts, responses, by)
     out = np.full(len(examples), np.nan)
-    for batch in tqdm(length_sorted_batches([len(e[0]) for e in examples], batch_size),
-                      desc="response nll", disable=not progress):
+    for batch in progress_bar(length_sorted_batches([len(e[0]) for e in examples], batch_size),
+                              desc="response nll", enabled=progress):
         ids, mask, pos, labels, keep = _collate(lm, [examples[j] for j in batch])
         st = response_stats_of(lm, ids, mask, pos, labels, keep)
         out[batch] = st.nll.double().cpu().numpy()
@@ -132,7 +132,9 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
 
     Args:
         lm: the base model; left untouched unless `inplace` (the LoRA layers go into a copy).
-            A 4-bit/8-bit model cannot be copied: pass inplace=True (QLoRA).
+            A 4-bit/8-bit model cannot be deep-copied: without `inplace` a fresh copy is
+            loaded from the arguments `load_model` recorded (a second base in GPU memory,
+            with a warning); inplace=True trains `lm` itself (QLoRA, half the memory).
         samples: the training set.
         prompts, responses, by: see `training_examples` (defaults: the direct prompt, the
             ``Answer: X`` response in `lm.answer_by` form).
@@ -175,7 +177,7 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
     batches = shuffled_batches(len(examples), batch_size, random.Random(seed))
     losses: list[float] = []
     model.train()
-    bar = tqdm(range(total_steps), desc="fine-tuning", disable=not progress)
+    bar = progress_bar(range(total_steps), desc="fine-tuning", enabled=progress)
     for _ in bar:
         groups = [[examples[j] for j in next(batches)] for _ in range(grad_accum)]
         n_tokens = sum(sum(t != IGNORE for t in e[1]) for g in groups for e in g)
@@ -192,10 +194,21 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
     model.eval()
     tuned.info["train_loss"] = losses
+    # Outputs stored for the base model must not be taken for the tuned one's.
+    tuned.info["fingerprint"] = f"{lm.info.get('fingerprint', '')}+lora-{_params_hash(params)}"
     if output_dir is not None:
         model.save_pretrained(str(output_dir), safe_serialization=True)
         tuned.info["adapter_dir"] = str(output_dir)
     return tuned
+
+
+def _params_hash(params) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in params:
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def response_token_nll(lm: LanguageModel, examples) -> torch.Tensor:

@@ -19,11 +19,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .kernels import linear_token_stats, option_logprobs, response_stats, token_stats
 from .kernels.dispatch import reduce_response, shift_labels
 from .model import LanguageModel
+from .progress import progress_bar
 from .prompts import ANSWER_PREFIX, answer_line, direct_prompt
 from .sample import MC, Sample, letter, letter_index
 
@@ -291,7 +291,7 @@ def _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, pr
     questions = list(shared)
     width = logprobs.shape[1]
     batches = length_sorted_batches([len(shared[q][0]) for q in questions], batch_size)
-    for batch in tqdm(batches, desc="scoring options", disable=not progress):
+    for batch in progress_bar(batches, desc="scoring options", enabled=progress):
         qs = [questions[j] for j in batch]
         ids, mask, pos = left_pad([shared[q][0] for q in qs], lm.tokenizer.pad_token_id, lm.device)
         targets = torch.full((len(qs), width), IGNORE, dtype=torch.long)
@@ -320,7 +320,7 @@ def _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, pr
 def _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, progress):
     seqs = [c + x for c, x in pairs]
     batches = length_sorted_batches([len(s) for s in seqs], batch_size)
-    for batch in tqdm(batches, desc="scoring options", disable=not progress):
+    for batch in progress_bar(batches, desc="scoring options", enabled=progress):
         ids, mask, pos = left_pad([seqs[j] for j in batch], lm.tokenizer.pad_token_id, lm.device)
         n_cont = [len(pairs[j][1]) for j in batch]
         keep = max(n_cont) + 1  # the position before the first option token predicts it
@@ -407,7 +407,7 @@ def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int =
         generator = torch.Generator(device=lm.device).manual_seed(seed)
     results: list[Generation | None] = [None] * len(prompts)
     batches = length_sorted_batches([len(e) for e in encoded], batch_size)
-    for batch in tqdm(batches, desc="generating", disable=not progress):
+    for batch in progress_bar(batches, desc="generating", enabled=progress):
         outs = _generate_batch(lm, [encoded[j] for j in batch], max_new_tokens, temperature,
                                top_p, generator)
         for j, g in zip(batch, outs):

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
 ANSWER_BY = ("letter", "text")
-QUANTIZE = (None, "4bit", "8bit")
+QUANTIZE = (None, "auto", "4bit", "8bit")
 TOY = "toy"
 
 
@@ -199,8 +200,10 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
     Args:
         name_or_path: a Hugging Face Hub id, a local folder (weights as safetensors), or
             "toy" for the built-in offline model (`robustft.offline`).
-        quantize: None, "4bit" (NF4, double quantisation — the QLoRA setting) or "8bit";
-            bitsandbytes on CUDA only (a RuntimeError on CPU).
+        quantize: None, "4bit" (NF4, double quantisation — the QLoRA setting), "8bit"
+            (bitsandbytes, CUDA only: a RuntimeError on CPU), or "auto": "4bit" when a CUDA
+            device is visible, None otherwise (and always None for "toy"), so one call
+            runs on a Colab GPU and on a laptop CPU.
         dtype: weight dtype; default bfloat16 (float16 without bf16 support) on CUDA,
             float32 on CPU.
         device: "cuda" when available, else "cpu".
@@ -212,17 +215,29 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
         model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (e.g. revision,
             attn_implementation); for "toy", to `robustft.offline.load_toy_model` (e.g. seed,
             config, cache_dir).
+
+    The returned model records these arguments in ``info["load_args"]``, so `copy_model`
+    (and `finetune` without ``inplace=True``) can load a fresh copy of a quantized model.
     """
+    load_args = dict(name_or_path=name_or_path, quantize=quantize, dtype=dtype, device=device,
+                     trust_remote_code=trust_remote_code, answer_by=answer_by, chat=chat,
+                     adapter=adapter, **model_kwargs)
+    if quantize == "auto":
+        quantize = "4bit" if torch.cuda.is_available() and name_or_path != TOY else None
     if name_or_path == TOY:
         if quantize is not None:
             raise ValueError("the toy model is tiny and runs in float32; quantize must be None")
         from .offline import load_toy_model
+        from .offline.toy_model import fingerprint
 
         model, tokenizer = load_toy_model(**model_kwargs)
         if device is not None or dtype is not None:
             model = model.to(device=device, dtype=dtype)
+        # Stored expert outputs are keyed by this: one config pre-trained on two machines
+        # gives two models, so the weights' own hash is part of it.
+        info = {"load_args": load_args, "fingerprint": fingerprint(model)}
         lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by or "text",
-                           chat=chat, name=TOY)
+                           chat=chat, name=TOY, info=info)
         return _with_adapter(lm, adapter)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -239,7 +254,7 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
     if qconfig is None:
         model = model.to(device)
     lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by, chat=chat,
-                       name=str(name_or_path))
+                       name=str(name_or_path), info={"load_args": load_args})
     return _with_adapter(lm, adapter)
 
 
@@ -258,12 +273,26 @@ def _with_adapter(lm: LanguageModel, adapter) -> LanguageModel:
 
     peft_model = PeftModel.from_pretrained(lm.model, str(adapter)).eval()
     return LanguageModel(peft_model, lm.tokenizer, answer_by=lm.answer_by, chat=lm.chat,
-                         name=f"{lm.name}+{adapter}")
+                         name=f"{lm.name}+{adapter}", info=dict(lm.info))
 
 
 def copy_model(lm: LanguageModel) -> LanguageModel:
-    """A deep copy (weights included) sharing the tokenizer; quantized models cannot be copied."""
+    """A deep copy (weights included) sharing the tokenizer.
+
+    A 4-bit/8-bit model cannot be deep-copied (bitsandbytes' packed weights do not survive
+    it): it is loaded again from the arguments `load_model` recorded in
+    ``lm.info["load_args"]`` — a second copy of the base in GPU memory, with a warning. A
+    quantized model from elsewhere (no recorded arguments) raises a ValueError.
+    """
     if lm.is_quantized:
-        raise ValueError("a 4-bit/8-bit model cannot be copied: load a fresh one instead")
+        args = lm.info.get("load_args")
+        if args is None:
+            raise ValueError(f"{lm.name}: a 4-bit/8-bit model cannot be copied, and it was not "
+                             "loaded by robustft.load_model (no info['load_args'] to load a "
+                             "fresh one from): load a fresh one, or fine-tune with inplace=True")
+        warnings.warn(f"{lm.name} is quantized: loading a fresh copy of it to fine-tune (a second "
+                      "copy in GPU memory); pass inplace=True to train this one instead",
+                      stacklevel=3)
+        return load_model(**args)
     return LanguageModel(copy.deepcopy(lm.model), lm.tokenizer, answer_by=lm.answer_by,
                          chat=lm.chat, name=lm.name, info=dict(lm.info))

@@ -117,9 +117,20 @@ def test_4bit_scoring_and_qlora_step(qwen_dir, triton_calls):
     bf16 = score_options(load_model(str(qwen_dir)), samples, by="text", batch_size=8, progress=False)
     # NF4 rounding of random weights moves the scores a little, not wholesale.
     assert np.abs(got.logprobs - bf16.logprobs).mean() < 0.5
-    with pytest.raises(ValueError, match="cannot be copied"):
-        finetune(lm4, samples[:4], epochs=1, progress=False)
     tuned = finetune(lm4, samples[:8], epochs=1, batch_size=4, lr=1e-4, inplace=True,
                      gradient_checkpointing=True, progress=False)
     assert len(tuned.info["train_loss"]) == 2 and np.isfinite(tuned.info["train_loss"]).all()
     assert any("lora_A" in n for n, p in tuned.model.named_parameters() if p.requires_grad)
+
+
+def test_auto_is_4bit_on_cuda_and_finetune_trains_a_fresh_copy(qwen_dir):
+    """The README's call: quantize="auto" is 4-bit here, and finetune without inplace loads a
+    fresh 4-bit base (with a warning) and leaves the caller's model without LoRA layers."""
+    pytest.importorskip("bitsandbytes")
+    lm = load_model(str(qwen_dir), quantize="auto")
+    assert lm.is_quantized
+    samples = make_samples(8)
+    with pytest.warns(UserWarning, match="quantized: loading a fresh copy"):
+        tuned = finetune(lm, samples, epochs=1, batch_size=4, lr=1e-4, progress=False)
+    assert tuned.base_model is not lm.model and not hasattr(lm.model, "peft_config")
+    assert len(tuned.info["train_loss"]) == 2 and np.isfinite(tuned.info["train_loss"]).all()

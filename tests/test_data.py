@@ -6,7 +6,7 @@ import pytest
 
 import robustft
 from robustft import DataError, Sample, inject_noise, load_official, load_samples
-from robustft.data import to_alpaca, to_messages, to_official_csv
+from robustft.data import NOISE_LEVELS, to_alpaca, to_messages, to_official_csv
 
 HEADER = ["id", "question", "answer", "options"]
 GOOD = [
@@ -226,7 +226,7 @@ def test_inject_noise_rejects_impossible_requests():
 ])
 def test_official_noise_rates(official, name, n, changed):
     expected_rate = {30: 0.300, 50: 0.500, 70: 0.699 if name == "pubmedqa" else 0.700}
-    for noise in (30, 50, 70):
+    for noise in NOISE_LEVELS:
         data = load_official(official / name, noise=noise)
         assert len(data.train) == n and len(data.noisy_rows) == changed[noise]
         assert round(data.noise_rate, 3) == expected_rate[noise]

@@ -21,7 +21,6 @@ class Interrupt(Exception):
 def toy():
     config = ToyConfig.for_seed(0)
     lm = robustft.load_model("toy", config=config, progress=False)
-    lm.info["fingerprint"] = config.key()
     train, _ = robustft.inject_noise(make_benchmark(config.world).train[:N], 0.5, seed=0)
     return lm, train
 

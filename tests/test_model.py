@@ -97,3 +97,31 @@ def test_toy_model_through_the_same_interface():
     assert lm.name == "toy" and lm.answer_by == "text" and not lm.chat
     with pytest.raises(ValueError, match="quantize"):
         load_model("toy", quantize="4bit")
+
+
+def test_quantize_auto_is_full_precision_without_cuda_and_for_the_toy():
+    lm = load_model("toy", quantize="auto")
+    assert not lm.is_quantized and next(lm.model.parameters()).dtype == torch.float32
+    assert lm.info["load_args"]["quantize"] == "auto"
+
+
+def test_finetune_of_a_quantized_base_trains_a_freshly_loaded_copy(monkeypatch):
+    """A 4-bit model cannot be deep-copied: `finetune` without inplace loads a fresh base from
+    the recorded load arguments (checked here on CPU with the toy model marked quantized)."""
+    from robustft.finetune import finetune
+    from robustft.model import copy_model
+    from robustft.offline import make_benchmark
+
+    lm = load_model("toy", seed=0)
+    monkeypatch.setattr(type(lm.model), "hf_quantizer", object(), raising=False)
+    assert lm.is_quantized
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    with pytest.warns(UserWarning, match="quantized: loading a fresh copy"):
+        tuned = finetune(lm, make_benchmark(seed=0).train[:32], epochs=1, progress=False)
+    assert tuned.base_model is not lm.model and len(tuned.info["train_loss"]) == 2
+    assert not hasattr(lm.model, "peft_config")  # the caller's model is untouched
+    assert all(torch.equal(v, lm.model.state_dict()[k]) for k, v in before.items())
+    # Without recorded load arguments there is nothing to reload from: a clear error.
+    lm.info.pop("load_args")
+    with pytest.raises(ValueError, match="inplace=True"):
+        copy_model(lm)

@@ -39,6 +39,9 @@ def test_wheel_maps_kernels_under_robustft(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "robustft/kernels/__init__.py" in names
     assert "robustft/offline/__init__.py" in names
+    # The shipped toy models travel as package data (load_toy_model checks them by hash).
+    assert {"robustft/offline/toy-models/manifest.json", "robustft/offline/toy-models/seed-0/model.safetensors",
+            "robustft/offline/toy-models/seed-0/tokenizer.json"} <= set(names)
     assert not any(n.startswith("kernels/") for n in names), [n for n in names if n.startswith("kernels/")]
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"robustft"}

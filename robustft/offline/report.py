@@ -1,7 +1,7 @@
 """Measure the offline benchmark's acceptance numbers over several seeds and print a table.
 
     python -m robustft.offline.report                 # seeds 0 1 2, pre-trained from scratch
-    python -m robustft.offline.report --cache ~/.cache/robustft   # reuse cached models
+    python -m robustft.offline.report --cache ~/.cache/robustft   # reuse models pre-trained before
 
 For each seed (world + model): pre-training time from scratch, load time from the cache,
 vanilla test accuracy, step-by-step vs direct accuracy on the two-hop questions, LoRA SFT
@@ -21,21 +21,17 @@ import time
 import numpy as np
 import torch
 
-from ..data import inject_noise
+from ..data import NOISE_LEVELS, inject_noise
 from ..evaluate import evaluate
 from ..finetune import finetune
 from ..inference import generate, score_options
 from ..model import LanguageModel
 from ..prompts import context_prompt, extract_answer, reasoning_prompt, review_prompt
-from .toy_model import ToyConfig, cache_folder, load_toy_model
+from .toy_model import TOY_SFT, VANILLA_BAND, ToyConfig, cache_folder, load_toy_model, sha256, shipped_folder
 from .world import MENTOR, RESIDENCE, make_benchmark, reasoning_text
 
-NOISE = (0.0, 0.3, 0.5, 0.7)
-# LoRA on the MLP projections only, where a model stores facts. Measured on seeds 0/1/2: clean
-# SFT reached 0.897/0.772/0.903 this way, and 0.856/0.556/0.803 with the default targets
-# (attention and MLP) at lr 2e-3 -- seed 1 gained only 2.5 points over Vanilla that way.
-SFT = dict(epochs=10, lr=4e-3, lora_r=16, lora_alpha=32,
-           target_modules=("gate_proj", "up_proj", "down_proj"))
+NOISE = (0.0, *(n / 100 for n in NOISE_LEVELS))  # clean, then the paper's rates
+SFT = TOY_SFT  # the settings live with the toy model; this name stays for older imports
 
 
 def housemate_examples(bench, sample, k: int = 3):
@@ -62,13 +58,18 @@ def measure(seed: int, cache: str | None, progress: bool = False) -> dict:
         tmp = tempfile.TemporaryDirectory(prefix="robustft-report-")
         cache = tmp.name
     start = time.perf_counter()
-    model, tok = load_toy_model(cfg, cache_dir=cache, progress=progress)
+    # source="pretrain": the model pre-trained here (never the shipped weights), so the report
+    # measures pre-training, and shows whether this machine reproduces the shipped weights.
+    model, tok = load_toy_model(cfg, cache_dir=cache, progress=progress, source="pretrain")
     out["pretrain_or_load_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    model, tok = load_toy_model(cfg, cache_dir=cache)
+    model, tok = load_toy_model(cfg, cache_dir=cache, source="pretrain")
     out["load_s"] = time.perf_counter() - start
     meta = json.loads((cache_folder(cfg, cache) / "toy_config.json").read_text())
     out["pretrain_s"] = meta.get("pretrain_seconds")
+    shipped = shipped_folder(cfg)
+    out["same_weights_as_shipped"] = None if shipped is None else (
+        sha256(cache_folder(cfg, cache) / "model.safetensors") == sha256(shipped / "model.safetensors"))
 
     lm = LanguageModel(model, tok, answer_by="text", name="toy")
     bench = make_benchmark(cfg.world)
@@ -111,7 +112,7 @@ def measure(seed: int, cache: str | None, progress: bool = False) -> dict:
     for rate in NOISE:
         train, _ = inject_noise(bench.train, rate, seed=seed)
         start = time.perf_counter()
-        tuned = finetune(lm, train, seed=seed, progress=progress, **SFT)
+        tuned = finetune(lm, train, seed=seed, progress=progress, **TOY_SFT)
         out[f"sft_{int(rate * 100)}_s"] = time.perf_counter() - start
         out[f"sft_{int(rate * 100)}"] = evaluate(tuned, bench.test, progress=progress).accuracy
     if tmp is not None:
@@ -122,7 +123,7 @@ def measure(seed: int, cache: str | None, progress: bool = False) -> dict:
 ROWS = [  # (key, label, target check)
     ("pretrain_s", "pre-training from scratch (s)", lambda v, r: v <= 180),
     ("load_s", "loading from the cache (s)", lambda v, r: v <= 5),
-    ("vanilla", "vanilla test accuracy", lambda v, r: 0.40 <= v <= 0.80),
+    ("vanilla", "vanilla test accuracy", lambda v, r: VANILLA_BAND[0] <= v <= VANILLA_BAND[1]),
     ("vanilla_known", "  on seen facts (one-hop)", None),
     ("vanilla_unknown", "  on unseen facts (one-hop)", None),
     ("sft_0", "LoRA SFT, clean labels", lambda v, r: v >= r["vanilla"] + 0.05),
@@ -167,7 +168,8 @@ def main(argv=None):
     for seed in args.seeds:
         results.append(measure(seed, args.cache))
         print(f"seed {seed}: " + json.dumps({k: v for k, v in results[-1].items() if k != "example"}), flush=True)
-    print(f"\ntorch threads: {torch.get_num_threads()}\n")
+    print(f"\ntorch threads: {torch.get_num_threads()}; weights identical to the shipped ones: "
+          + ", ".join(f"seed {r['seed']}: {r['same_weights_as_shipped']}" for r in results) + "\n")
     print(table(results))
     print("\nA step-by-step generation (seed %d):\n%s" % (results[0]["seed"], results[0]["example"]))
     if args.json:

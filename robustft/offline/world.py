@@ -312,6 +312,54 @@ def make_benchmark(config: WorldConfig | None = None, *, seed: int | None = None
 
 
 # ------------------------------------------------------------------------ pre-training text
+# Bump when the code that turns a config into a world, a benchmark or pre-training text changes
+# in a way no config field shows (a renderer, a template, the wording of `robustft.prompts`, the
+# order of random draws): it enters the toy model's cache key and the shipped weights' metadata,
+# so weights made by other text are never taken for these.
+WORLD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DocumentRates:
+    """The probabilities inside each kind of pre-training document (`DocumentSampler`).
+
+    Cut points are cumulative: a uniform draw r below `cuts[0]` picks the first branch,
+    below `cuts[1]` the second, else the third.
+
+    Attributes:
+        seen_two_hop: share of two-hop facts among the seen facts that decoy examples and
+            memory questions draw.
+        two_hop_steps: share of two-hop documents answered step by step (else directly).
+        unknown_steps: share of unknown-city documents answered step by step.
+        context_cuts: context documents: housemates among the examples / a pre-training-only
+            person with no housemate (a guess) / a seen fact from memory.
+        context_housemates: the number of housemate examples, drawn uniformly from this tuple.
+        context_extra_person: share of housemate documents whose person is a
+            pre-training-only one (else a seen resident).
+        context_named_mate: share of housemate documents whose first housemate is a seen
+            resident of the same city (else a pre-training-only person).
+        review_cuts: review documents: a two-hop question / an unknown person's city / a
+            seen one-hop fact.
+        review_two_hop_guess: two-hop reviews whose examples-based expert guesses.
+        review_city_guess: city reviews whose step-by-step expert guesses.
+        review_seen_guess: seen-fact reviews whose examples-based expert guesses.
+        roll_call_size: the fewest and most names in a roll call.
+    """
+
+    seen_two_hop: float = 0.25
+    two_hop_steps: float = 0.7
+    unknown_steps: float = 0.5
+    context_cuts: tuple[float, float] = (0.55, 0.7)
+    context_housemates: tuple[int, ...] = (1, 1, 2, 3)
+    context_extra_person: float = 0.6
+    context_named_mate: float = 0.5
+    review_cuts: tuple[float, float] = (0.35, 0.8)
+    review_two_hop_guess: float = 0.7
+    review_city_guess: float = 0.7
+    review_seen_guess: float = 0.5
+    roll_call_size: tuple[int, int] = (2, 6)
+
+
 @dataclass(frozen=True)
 class CorpusConfig:
     """The mixture of pre-training documents: the relative weight of each kind.
@@ -328,6 +376,7 @@ class CorpusConfig:
             name it has just read (into a reasoning step, or an answer line).
         context: worked-examples documents (the context prompt).
         review: review-prompt documents.
+        rates: the probabilities inside each kind (`DocumentRates`).
     """
 
     facts: float = 1.0
@@ -338,12 +387,14 @@ class CorpusConfig:
     roll_call: float = 0.3
     context: float = 1.5
     review: float = 1.0
+    rates: DocumentRates = field(default_factory=DocumentRates)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-KINDS = tuple(CorpusConfig.__dataclass_fields__)
+# The document kinds, in the order `DocumentSampler.sample` draws among them.
+KINDS = ("facts", "direct", "reasoning", "two_hop", "unknown", "roll_call", "context", "review")
 
 
 class DocumentSampler:
@@ -360,8 +411,10 @@ class DocumentSampler:
       not any fact.
     """
 
-    def __init__(self, world: World, seed: int = 0):
+    def __init__(self, world: World, seed: int = 0, corpus: CorpusConfig | None = None):
         self.world = world
+        self.corpus = corpus or CorpusConfig()
+        self.p = self.corpus.rates
         self.rng = random.Random(f"corpus-{world.config.seed}-{seed}")
         w = world
         self.one_hop = [(n, r) for n in [*w.people, *w.extra_people] for r in (RESIDENCE, TRADE)
@@ -385,7 +438,7 @@ class DocumentSampler:
 
     def _seen_fact(self) -> tuple[str, str, str]:
         """A random seen fact: (name, relation, answer), two-hop ones included."""
-        if self.rng.random() < 0.25:
+        if self.rng.random() < self.p.seen_two_hop:
             name = self.rng.choice(self.two_hop_people)
             return name, MENTOR, self.world.answer(name, MENTOR)
         name, rel = self.rng.choice(self.one_hop)
@@ -424,15 +477,15 @@ class DocumentSampler:
         # people, so writing "the mentor of X" is learned as copying X from the question.
         name = self.rng.choice(self.two_hop_people)
         s = self._question(MENTOR, name, self.world.answer(name, MENTOR))
-        return self._answered(s, reasoning_text(self.world, name, MENTOR) if self.rng.random() < 0.7 else None)
+        return self._answered(s, reasoning_text(self.world, name, MENTOR) if self.rng.random() < self.p.two_hop_steps else None)
 
     def unknown(self) -> str:
         name, city = self.rng.choice(self.extra), self.rng.choice(self.world.cities)
         s = self._question(RESIDENCE, name, city)
-        return self._answered(s, reasoning_text(self.world, name, RESIDENCE, city) if self.rng.random() < 0.5 else None)
+        return self._answered(s, reasoning_text(self.world, name, RESIDENCE, city) if self.rng.random() < self.p.unknown_steps else None)
 
     def roll_call(self) -> str:
-        names = self.rng.sample(self.everyone, self.rng.randint(2, 6))
+        names = self.rng.sample(self.everyone, self.rng.randint(*self.p.roll_call_size))
         return f"Present today: {', '.join(names)}. In the same order: {', '.join(names)}."
 
     def context(self) -> str:
@@ -445,19 +498,19 @@ class DocumentSampler:
         city — and a decoy option (a city seen in a decoy example) make "copy any answer in
         sight" wrong: only a matching house and question kind count.
         """
-        rng, w = self.rng, self.world
+        rng, w, p = self.rng, self.world, self.p
         house = self._house()
         r = rng.random()
-        if r < 0.55:  # housemates among the examples: copy their city
-            rel, k_same = RESIDENCE, rng.choice((1, 1, 2, 3))
+        if r < p.context_cuts[0]:  # housemates among the examples: copy their city
+            rel, k_same = RESIDENCE, rng.choice(p.context_housemates)
             # The person is a pre-training-only one (whose city the model cannot know) or a
             # seen resident (whose city it knows: memory and examples agree); a housemate is
             # a pre-training-only person or a seen resident of that same city.
-            name = rng.choice(self.extra) if rng.random() < 0.6 else rng.choice(self.residents)
+            name = rng.choice(self.extra) if rng.random() < p.context_extra_person else rng.choice(self.residents)
             answer = w.answer(name, RESIDENCE) if name in w.people else rng.choice(w.cities)
             same_city = [n for n in self.residents if n != name and w.people[n].city == answer]
-            mate = rng.choice(same_city) if rng.random() < 0.5 else None
-        elif r < 0.7:  # no housemate: a pre-training-only person's city is a guess
+            mate = rng.choice(same_city) if rng.random() < p.context_named_mate else None
+        elif r < p.context_cuts[1]:  # no housemate: a pre-training-only person's city is a guess
             name, rel, k_same, mate = rng.choice(self.extra), RESIDENCE, 0, None
             answer = rng.choice(w.cities)
         else:  # no housemate: a seen fact, from memory
@@ -485,28 +538,30 @@ class DocumentSampler:
         expert is right and the examples-based one often guesses; on where an unknown person
         lives the examples-based expert is right and the step-by-step one often guesses; on a
         seen fact memory decides."""
-        rng, w = self.rng, self.world
+        rng, w, p = self.rng, self.world, self.p
         r = rng.random()
-        if r < 0.35:
+        if r < p.review_cuts[0]:
             name = rng.choice(self.two_hop_people)
             s = self._question(MENTOR, name, w.answer(name, MENTOR))
             steps, e1 = reasoning_text(w, name, MENTOR), s.answer_text
-            e2 = rng.choice(s.options) if rng.random() < 0.7 else e1
-        elif r < 0.8:
+            e2 = rng.choice(s.options) if rng.random() < p.review_two_hop_guess else e1
+        elif r < p.review_cuts[1]:
             name, truth = rng.choice(self.extra), rng.choice(w.cities)
             s = self._question(RESIDENCE, name, truth)
-            e1 = rng.choice(s.options) if rng.random() < 0.7 else truth
+            e1 = rng.choice(s.options) if rng.random() < p.review_city_guess else truth
             steps, e2 = reasoning_text(w, name, RESIDENCE, e1), truth
         else:
             name, rel = rng.choice(self.one_hop)
             s = self._question(rel, name, w.answer(name, rel))
             steps, e1 = reasoning_text(w, name, rel), s.answer_text
-            e2 = rng.choice(s.options) if rng.random() < 0.5 else e1
+            e2 = rng.choice(s.options) if rng.random() < p.review_seen_guess else e1
         return review_prompt(s, steps, e1, e2) + answer_line(s, by="text")
 
     def sample(self, weights: CorpusConfig | None = None) -> str:
-        """One document, its kind drawn with the given weights."""
-        weights = weights or CorpusConfig()
+        """One document, its kind drawn with the given weights (default: the sampler's corpus);
+        the probabilities inside the kind are those of the same config (`weights.rates`)."""
+        weights = weights or self.corpus
+        self.p = weights.rates
         kinds = [k for k in KINDS if getattr(weights, k) > 0]
         kind = self.rng.choices(kinds, [getattr(weights, k) for k in kinds])[0]
         return getattr(self, kind)()
@@ -516,5 +571,5 @@ def pretraining_corpus(world: World, corpus: CorpusConfig | None = None, n_docs:
                        seed: int = 0) -> list[str]:
     """n_docs pre-training documents drawn from the mixture (pre-training draws its own as it
     goes, from a `DocumentSampler`; this is for reading them and for building the tokenizer)."""
-    sampler = DocumentSampler(world, seed)
+    sampler = DocumentSampler(world, seed, corpus)
     return [sampler.sample(corpus) for _ in range(n_docs)]

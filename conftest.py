@@ -1,0 +1,32 @@
+"""Session set-up for every test run from the repository root (`make test`: tests/ and the
+notebooks under nbval).
+
+The toy model cache: a fresh, empty folder per session, exported as $ROBUSTFT_CACHE before any
+test or notebook kernel starts (kernels inherit the environment), and removed at the end. A
+test run never reads or writes the user's ~/.cache/robustft (or a $ROBUSTFT_CACHE of theirs), so
+what passes here passes on a fresh clone. The benchmark models come from the package's shipped
+weights; only miniature configs are pre-trained, into this folder.
+
+$ROBUSTFT_TEST_CACHE names a folder to use instead (kept afterwards): with ROBUSTFT_TOY=pretrain
+it runs the suite against toy models pre-trained on this machine and cached there.
+
+The notebooks' results (RunLog files, exports): $ROBUSTFT_RUNS, a fresh folder in the same
+session folder, so a run never reads back results that an earlier run left in notebooks/runs.
+"""
+import os
+import shutil
+import tempfile
+
+_made = None
+
+
+def pytest_configure(config):
+    global _made
+    _made = tempfile.mkdtemp(prefix="robustft-test-")
+    os.environ["ROBUSTFT_CACHE"] = os.environ.get("ROBUSTFT_TEST_CACHE") or os.path.join(_made, "cache")
+    os.environ["ROBUSTFT_RUNS"] = os.path.join(_made, "runs")
+
+
+def pytest_unconfigure(config):
+    if _made is not None:
+        shutil.rmtree(_made, ignore_errors=True)
