@@ -85,9 +85,10 @@ def cmd_denoise(args) -> None:
     from robustft.data import to_alpaca, to_messages, to_official_csv
     from robustft.denoise import DenoiseConfig, denoise, write_json
 
-    config = DenoiseConfig(checker=args.checker, k=args.k, embedder=args.embedder, review=not args.no_review,
+    config = DenoiseConfig(checker=args.checker, k=args.k, embedder=args.embedder, review=args.review,
                            beta=args.beta, entropy=args.entropy, entropy_from=args.entropy_from,
-                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           skip_long=args.skip_long)
     samples, noise = _load_data(args.data, args.noise)
     out = Path(args.out)
     name = f"denoise{noise}" if noise is not None else "denoised"
@@ -111,7 +112,9 @@ def cmd_denoise(args) -> None:
     summary = {"samples": len(samples), "kept": len(result.samples), "seconds": round(seconds, 1),
                "expert_seconds": result.stats.get("seconds"), "report": result.report}
     write_json(out / "summary.json", summary)
-    print(f"kept {len(result.samples)} of {len(samples)} samples in {seconds:.1f} s")
+    skipped = sum(p["stage"] == "skipped" for p in result.provenance)
+    print(f"kept {len(result.samples)} of {len(samples)} samples in {seconds:.1f} s"
+          + (f" ({skipped} too long for the model, skipped)" if skipped else ""))
     for name_, secs in (result.stats.get("seconds") or {}).items():
         rate = len(samples if name_ in ("direct", "reasoning") else
                    [p for p in result.provenance if p["noisy"]]) / secs if secs else float("nan")
@@ -188,9 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", default=d.embedder, help="auto, minilm, tfidf, llm, or a sentence-transformers id")
     p.add_argument("--entropy", default=d.entropy, choices=["nll", "shannon", "options"])
     p.add_argument("--entropy-from", default=d.entropy_from, choices=["context", "review", "experts"])
-    p.add_argument("--no-review", action="store_true", help="skip the review agent (CER answer is the label)")
+    p.add_argument("--review", default=d.review, choices=["agent", "confidence", "none"],
+                   help="how CER and reasoning answers become the label (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--skip-long", action="store_true",
+                   help="leave out samples too long for the model's context (default: stop with an error)")
     p.add_argument("--answer-by", choices=["letter", "text"], default=None,
                    help="answer form in the Alpaca/chat exports (default letter)")
     p.add_argument("--force", action="store_true", help="recompute every expert batch; allow a foreign --out")

