@@ -9,7 +9,8 @@ Prints a table in the shape of the paper's Table 1 and the detection report, and
 Every number is measured in this run or read back from this run's own ``runs.jsonl``: each
 finished row is appended at once and each denoising run keeps its expert batches, so an
 interrupted demo resumes where it stopped. Rows are keyed by the toy model's config hash, the
-seed, the noise rate and every setting, so a changed setting is recomputed, never reused.
+seed, the noise rate and every setting, so a changed setting is recomputed, never reused; the
+model key includes a hash of the weights.
 """
 from __future__ import annotations
 
@@ -44,13 +45,15 @@ def run(seeds=(0,), noise_levels=NOISE_LEVELS, out: str | Path = "results/demo",
         toy = ToyConfig.for_seed(seed)
         bench = make_benchmark(toy.world)
         lm = robustft.load_model("toy", config=toy, progress=progress)
+        # Rows count for these very weights: the config and the weights' own hash.
+        model_id = f"{toy.key()}-{lm.info['fingerprint']}"
         log(f"seed {seed}: toy model {toy.key()}, {len(bench.train)} training and {len(bench.test)} test questions")
 
         def once(run_name, noise, settings, compute):
-            row = runlog.get(model=toy.key(), seed=seed, run=run_name, noise=noise, settings=settings)
+            row = runlog.get(model=model_id, seed=seed, run=run_name, noise=noise, settings=settings)
             t = time.time()
             if row is None:
-                row = runlog.add({"model": toy.key(), "seed": seed, "run": run_name, "noise": noise,
+                row = runlog.add({"model": model_id, "seed": seed, "run": run_name, "noise": noise,
                                   "settings": settings, **compute(), "seconds": round(time.time() - t, 1)})
                 how = f"{row['seconds']} s"
             else:
