@@ -146,11 +146,15 @@ def run_chunks(n_chunks: int, body, make_work, device: torch.device) -> None:
             body(i, work)
         return
     counter = itertools.count()  # next() on it is atomic under the GIL
+    # Grad and inference mode are thread-local: a worker starts in the defaults, and writing
+    # into outputs made under torch.inference_mode() from outside it is an error.
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
     def worker(_):
         work = make_work()
-        while (i := next(counter)) < n_chunks:
-            body(i, work)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            while (i := next(counter)) < n_chunks:
+                body(i, work)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -453,3 +453,22 @@ def test_triton_cases_in_interpreter_subprocess():
     assert passed and int(passed.group(1)) >= 40, tail
     assert "failed" not in out.stdout.splitlines()[-1], tail
     print(out.stdout.splitlines()[-1])
+
+
+def test_torch_path_runs_its_worker_threads_under_the_callers_inference_mode():
+    # Outputs made under torch.inference_mode() are inference tensors; the CPU workers must
+    # write them in that mode too (a worker thread starts outside it). Many small chunks and
+    # two threads force the threaded path.
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 50, generator=g)
+    targets = torch.randint(50, (64,), generator=g)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            lse, logp, ent, arg = torch_ops.token_stats_torch(logits, targets, chunk_elements=50 * 4)
+    finally:
+        torch.set_num_threads(threads)
+    r_lse, r_logp, r_ent, r_arg = reference_token_stats(logits, targets)
+    assert torch.allclose(lse.double(), r_lse, atol=1e-5) and torch.allclose(logp.double(), r_logp, atol=1e-5)
+    assert torch.allclose(ent.double(), r_ent, atol=1e-5) and torch.equal(arg, r_arg)
