@@ -115,10 +115,11 @@ def cmd_denoise(args) -> None:
     skipped = sum(p["stage"] == "skipped" for p in result.provenance)
     print(f"kept {len(result.samples)} of {len(samples)} samples in {seconds:.1f} s"
           + (f" ({skipped} too long for the model, skipped)" if skipped else ""))
+    flagged = sum(bool(p.get("noisy")) for p in result.provenance)
     for name_, secs in (result.stats.get("seconds") or {}).items():
-        rate = len(samples if name_ in ("direct", "reasoning") else
-                   [p for p in result.provenance if p["noisy"]]) / secs if secs else float("nan")
-        print(f"  {name_:9s} expert: {secs:6.1f} s ({rate:.1f} samples/s)")
+        n = flagged if name_ in ("context", "review") else len(samples)
+        speed = f"{n / secs:.1f} samples/s" if secs > 0 else "read back from the run folder"
+        print(f"  {name_:9s} expert: {secs:6.1f} s ({speed})")
     if result.report:
         _print_report(result.report)
     print("wrote " + ", ".join(str(o) for o in outputs) + f", {out / 'provenance.jsonl'}")

@@ -161,7 +161,7 @@ def denoise(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig 
     fit = [s for s, bad in zip(samples, long) if not bad]
     kept, rows, stats = _chain(fit, lm, config, store, progress)
     rows = iter(rows)
-    provenance = [{"id": s.id, "given": s.answer, "stage": SKIPPED, "label": None} if bad else next(rows)
+    provenance = [{"id": s.id, "given": s.answer, "noisy": None, "stage": SKIPPED, "label": None} if bad else next(rows)
                   for s, bad in zip(samples, long)]
     report = None
     if all(s.clean_answer is not None for s in samples):
