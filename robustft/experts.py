@@ -164,10 +164,10 @@ def too_long(lm: LanguageModel, samples: Sequence[Sample], max_new_tokens: int) 
 
     direct = [len(x) for x in lm._encode([lm.render(direct_prompt(s)) for s in samples])]
     reasoning = [len(x) for x in lm._encode([lm.render(reasoning_prompt(s)) for s in samples])]
-    flat = [" " + o for s in samples for o in s.options]
-    lengths = iter(len(x) for x in lm.tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
+    from .relabel import longest_option_tokens
+
     # + 2: the "Answer:" prefix and a token of slack for how a tokenizer splits the seam
-    need = [d + max((next(lengths) for _ in s.options), default=max_new_tokens) + 2 for d, s in zip(direct, samples)]
+    need = [d + (o or max_new_tokens) + 2 for d, o in zip(direct, longest_option_tokens(lm, samples))]
     return np.array([n > lm.max_length or r + 1 > lm.max_length for n, r in zip(need, reasoning)], dtype=bool)
 
 

@@ -178,6 +178,14 @@ def answer_text(sample: Sample, answer: str | None, by: str) -> str:
     return answer
 
 
+def longest_option_tokens(lm: LanguageModel, samples: Sequence[Sample]) -> list[int]:
+    """Tokens of each sample's longest option (0 for short answers): the room a scored answer
+    needs after its prompt. One tokenizer call for all options."""
+    flat = [" " + o for s in samples for o in s.options]
+    lengths = iter(len(x) for x in lm.tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
+    return [max((next(lengths) for _ in s.options), default=0) for s in samples]
+
+
 def fit_context_prompts(lm: LanguageModel, targets: Sequence[Sample], examples: Sequence[Sequence[Sample]],
                         room: int = 64) -> list[str]:
     """CER prompts with as many of each sample's examples (most similar first) as fit the
@@ -192,9 +200,7 @@ def fit_context_prompts(lm: LanguageModel, targets: Sequence[Sample], examples: 
         return [len(x) for x in lm._encode([lm.render(t) for t in texts])]
 
     prompts = [context_prompt(s, list(ex), by=lm.answer_by) for s, ex in zip(targets, examples)]
-    flat = [" " + o for s in targets for o in s.options]
-    option_len = iter(len(x) for x in lm.tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
-    options = [max((next(option_len) for _ in s.options), default=0) for s in targets]
+    options = longest_option_tokens(lm, targets)
     lengths = n_tokens(prompts)
     for i, (s, ex) in enumerate(zip(targets, examples)):
         n = len(ex)
@@ -226,6 +232,19 @@ def review_by_confidence(context_answers: Sequence, context_entropy: np.ndarray,
         else:
             out.append(c)
     return out
+
+
+def _spread(outputs: ExpertOutputs, rows: Sequence[int], n: int) -> ExpertOutputs:
+    """A pass over some rows of n, as a pass over all n (absent rows: no answer, no scores)."""
+    width = outputs.logprobs.shape[1]
+    full = ExpertOutputs([None] * n, np.full((n, width), -np.inf), np.zeros((n, width), dtype=np.int64),
+                         np.full((n, width), np.nan), [""] * n, np.full(n, np.nan), np.full(n, np.nan),
+                         np.full(n, np.nan), outputs.seconds)
+    for src, dst in enumerate(rows):
+        full.answers[dst], full.texts[dst] = outputs.answers[src], outputs.texts[src]
+        for name in ("logprobs", "n_tokens", "entropy", "nll", "token_entropy", "max_nll"):
+            getattr(full, name)[dst] = getattr(outputs, name)[src]
+    return full
 
 
 @dataclass
@@ -288,14 +307,21 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
                                       [s.task for s in targets])
     elif review == "agent":
         by = lm.answer_by
-        prompts = [review_prompt(s, reasoning_steps(reasoning.texts[i]),
-                                 answer_text(s, reasoning.answers[i], by), answer_text(s, c, by))
+        answers = [(answer_text(s, reasoning.answers[i], by), answer_text(s, c, by))
                    for s, i, c in zip(targets, idx, context.answers)]
+        prompts = [review_prompt(s, reasoning_steps(reasoning.texts[i]), *a) for s, i, a in zip(targets, idx, answers)]
         lengths = [len(x) for x in lm._encode([lm.render(p) for p in prompts])]
-        for j, (s, i, c) in enumerate(zip(targets, idx, context.answers)):
-            if lengths[j] + max_new_tokens > lm.max_length:  # a long question: the steps give way
-                prompts[j] = review_prompt(s, "", answer_text(s, reasoning.answers[i], by), answer_text(s, c, by))
-        reviewed = run_pass("review", lm, targets, prompts, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, store=store, progress=progress)
-        labels = list(reviewed.answers)
+        # Room after the prompt: the longest option (scored) or the generation budget, + "Answer:".
+        room = [(o or max_new_tokens) + 2 for o in longest_option_tokens(lm, targets)]
+        for j, (s, a) in enumerate(zip(targets, answers)):
+            if lengths[j] + room[j] > lm.max_length:  # a long question: the steps give way
+                prompts[j] = review_prompt(s, "", *a)
+                lengths[j] = len(lm._encode([lm.render(prompts[j])])[0])
+        # Still too long for the agent (a question near the context limit): CER's answer stands.
+        fits = [j for j in range(len(targets)) if lengths[j] + room[j] <= lm.max_length]
+        reviewed = run_pass("review", lm, [targets[j] for j in fits], [prompts[j] for j in fits],
+                            max_new_tokens=max_new_tokens, batch_size=batch_size, store=store, progress=progress)
+        for j, y in zip(fits, reviewed.answers):
+            labels[j] = y
+        reviewed = _spread(reviewed, fits, len(targets))
     return Relabels(idx, neighbours, context, reviewed, labels)
