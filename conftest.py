@@ -12,6 +12,7 @@ it runs the suite against toy models pre-trained on this machine and cached ther
 
 The notebooks' results (RunLog files, exports): $ROBUSTFT_RUNS, a fresh folder in the same
 session folder, so a run never reads back results that an earlier run left in notebooks/runs.
+Hugging Face's cache ($HF_HOME) and matplotlib's ($MPLCONFIGDIR) go there as well.
 """
 import os
 import shutil
@@ -25,6 +26,10 @@ def pytest_configure(config):
     _made = tempfile.mkdtemp(prefix="robustft-test-")
     os.environ["ROBUSTFT_CACHE"] = os.environ.get("ROBUSTFT_TEST_CACHE") or os.path.join(_made, "cache")
     os.environ["ROBUSTFT_RUNS"] = os.path.join(_made, "runs")
+    # Hugging Face's and matplotlib's caches too: the hub tests build datasets and modules
+    # there, and a test run leaves nothing under the user's HOME.
+    os.environ["HF_HOME"] = os.path.join(_made, "huggingface")
+    os.environ["MPLCONFIGDIR"] = os.path.join(_made, "matplotlib")
 
 
 def pytest_unconfigure(config):

@@ -39,7 +39,6 @@ from .sample import MC, Sample, letter_index
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 REVIEWS = ("agent", "confidence", "none")
-EMBEDDERS = ("auto", "minilm", "tfidf", "llm")
 
 
 # ------------------------------------------------------------------------------ retrieval
