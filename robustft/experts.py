@@ -237,7 +237,7 @@ def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: S
             t0 = time.perf_counter()
             done = [None] * len(part)
             scored = [i for i, s in enumerate(part) if s.task == MC and not generate_all]
-            written = [i for i in range(len(part)) if i not in set(scored)]
+            written = sorted(set(range(len(part))) - set(scored))
             for idx, fn in ((scored, lambda ss, pp: _score_rows(lm, ss, pp, batch_size, by)),
                             (written, lambda ss, pp: _generate_rows(lm, ss, pp, batch_size, max_new_tokens))):
                 if idx:

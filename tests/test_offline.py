@@ -234,12 +234,13 @@ def test_a_changed_shipped_file_is_a_clear_error(tmp_path, monkeypatch):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one bit of one weight
     weights.write_bytes(bytes(data))
+    # source="auto" stated: this test is about the shipped path, also when $ROBUSTFT_TOY=pretrain.
     with pytest.raises(ToyWeightsError, match=r"seed-0/model\.safetensors: sha256 .* differs .*manifest\.json"):
-        load_toy_model(seed=0, cache_dir=tmp_path / "cache")
+        load_toy_model(seed=0, cache_dir=tmp_path / "cache", source="auto")
     assert not (tmp_path / "cache").exists()  # no silent fallback to pre-training
     weights.unlink()
     with pytest.raises(ToyWeightsError, match="missing"):
-        load_toy_model(seed=0, cache_dir=tmp_path / "cache")
+        load_toy_model(seed=0, cache_dir=tmp_path / "cache", source="auto")
 
 
 def test_source_pretrain_ignores_the_shipped_weights(tmp_path, monkeypatch):
