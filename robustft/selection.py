@@ -1,10 +1,7 @@
 """Entropy-based selection (RobustFT, section 3.3): keep the relabels the model is surest of.
 
 The paper scores a relabeled sample by the *response entropy* of the context-enhanced answer,
-
-    H(y | q) = -(1/|y|) Σ_j log p(y_j | q, y_<j),
-
-the mean negative log-probability per token of the response (the official code computes
+``H(y | q) = -(1/len(y)) Σ_j log p(y_j | q, y_<j)``: the mean negative log-probability per token of the response (the official code computes
 exactly this from the generation's token log-probs) — strictly a mean NLL, not the Shannon
 entropy of a distribution. It keeps the β fraction (paper: 50 %) with the lowest H.
 
