@@ -12,7 +12,8 @@ it runs the suite against toy models pre-trained on this machine and cached ther
 
 The notebooks' results (RunLog files, exports): $ROBUSTFT_RUNS, a fresh folder in the same
 session folder, so a run never reads back results that an earlier run left in notebooks/runs.
-Hugging Face's cache ($HF_HOME) and matplotlib's ($MPLCONFIGDIR) go there as well.
+Hugging Face's cache ($HF_HOME), matplotlib's ($MPLCONFIGDIR) and Triton's ($TRITON_CACHE_DIR)
+go there as well.
 """
 import os
 import shutil
@@ -30,6 +31,7 @@ def pytest_configure(config):
     # there, and a test run leaves nothing under the user's HOME.
     os.environ["HF_HOME"] = os.path.join(_made, "huggingface")
     os.environ["MPLCONFIGDIR"] = os.path.join(_made, "matplotlib")
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(_made, "triton")  # the kernels' compile test
 
 
 def pytest_unconfigure(config):
