@@ -81,7 +81,6 @@ def _print_report(report: dict) -> None:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_denoise(args) -> None:
-    import robustft
     from robustft.data import to_alpaca, to_messages, to_official_csv
     from robustft.denoise import DenoiseConfig, denoise, write_json
 

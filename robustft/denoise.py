@@ -13,7 +13,6 @@ batch is stored as it finishes, so a re-run resumes; the config is saved beside 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .data import _write_json as write_json  # the one atomic JSON writer
 from .detect import CHECKERS, detect_noise, llm_checker, run_detection_experts
 from .experts import PassStore, too_long
 from .metrics import answers_match
@@ -250,13 +250,3 @@ def detection_report(samples: Sequence[Sample], provenance: Sequence[dict]) -> d
             "clean_accuracy": mean(clean_ok), "label_accuracy": mean(clean_ok + selected_ok),
             "n": len(samples), "noisy": int(truth.sum()), "flagged": int(flagged.sum()),
             "selected": len(selected_ok), "kept": len(clean_ok) + len(selected_ok)}
-
-
-def write_json(path: Path, obj) -> Path:
-    """Write JSON atomically (a crash never leaves half a file under the real name)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-    return path
