@@ -303,15 +303,18 @@ def _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, pr
             last = response_logits(lm, ids, mask, pos, keep=1)[:, -1]  # [B, V]
             scores = option_logprobs(last, targets.to(last.device), ignore_index=IGNORE)
             lp, nt, ent = scores.logprobs, scores.n_tokens, scores.entropy
-        else:  # [B, H] hidden states, one row per option: the [B, V] logits never exist
+        else:  # from [B, H] hidden states: the [B, V] logits never exist
             backbone, weight = fused
             hidden = last_hidden(backbone, ids, mask, pos, keep=1)[:, -1].to(weight.dtype)
             tgt = targets.to(hidden.device)
-            st = linear_token_stats(hidden.repeat_interleave(width, 0), weight, tgt.reshape(-1), IGNORE)
             present = tgt != IGNORE
-            lp = torch.where(present, st.logp.view(-1, width), torch.full_like(st.lse.view(-1, width), float("-inf")))
+            st = linear_token_stats(hidden, weight)  # one pass over the vocabulary: lse, entropy
+            # The K option logits are K dot products with their rows of the head (float32,
+            # as the kernel computes logits), not K more passes over V.
+            z = torch.einsum("bh,bkh->bk", hidden.float(), weight[tgt.clamp(min=0)].float())
+            lp = torch.where(present, z - st.lse[:, None], torch.full_like(z, float("-inf")))
             nt = present.to(torch.int64)
-            ent = torch.where(present, st.entropy.view(-1, width), torch.full_like(lp, float("nan")))
+            ent = torch.where(present, st.entropy[:, None].expand_as(z), torch.full_like(z, float("nan")))
         logprobs[qs] = lp.double().cpu().numpy()
         n_tokens[qs] = nt.cpu().numpy()
         entropy[qs] = ent.double().cpu().numpy()
