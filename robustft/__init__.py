@@ -7,7 +7,7 @@ replaced by the submodule as soon as anything imported it.
 from .data import DataError, OfficialData, inject_noise, load_official, load_samples, to_alpaca, to_messages, to_official_csv
 from .denoise import DenoiseConfig, DenoiseResult, denoise, detection_report
 from .detect import detect_noise
-from .evaluate import evaluate
+from .evaluate import evaluate, perplexity
 from .finetune import finetune, response_nll
 from .hub import load_hub
 from .inference import Generation, ScoredOptions, generate, predict_letters, score_options
@@ -23,6 +23,6 @@ __version__ = "0.1.0"
 __all__ = ["DataError", "OfficialData", "Sample", "LETTERS", "MC", "SHORT", "letter", "letter_index", "load_samples",
            "load_official", "load_hub", "inject_noise", "to_alpaca", "to_messages", "to_official_csv",
            "load_model", "LanguageModel", "score_options", "ScoredOptions", "predict_letters", "generate", "Generation",
-           "finetune", "response_nll", "evaluate", "EvalResult", "accuracy_report", "RunLog",
+           "finetune", "response_nll", "evaluate", "perplexity", "EvalResult", "accuracy_report", "RunLog",
            "denoise", "DenoiseConfig", "DenoiseResult", "detection_report", "detect_noise", "relabel",
            "nearest_clean", "select_by_entropy", "response_entropy"]

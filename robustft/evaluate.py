@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
+
 from .inference import generate, score_options
 from .metrics import EvalResult, accuracy_report
 from .model import LanguageModel
@@ -55,3 +57,17 @@ def evaluate(lm: LanguageModel, samples: Sequence[Sample], *, method: str | None
                         ids=[s.id for s in samples], progress=progress)
         predictions = [extract_answer(g.text, s) for g, s in zip(outs, samples)]
     return accuracy_report(samples, predictions)
+
+
+def perplexity(lm: LanguageModel, samples: Sequence[Sample], *, batch_size: int = 64,
+               progress: bool = False) -> np.ndarray:
+    """[n] perplexity of each sample's gold answer line under `lm`: exp of the mean token NLL
+    of the answer given the direct prompt, the form the model was fine-tuned on (gold: the
+    clean answer when known, else the given one). The paper's Figure 4 compares these
+    across fine-tuned models: lower means the model finds the right answers more natural.
+    ``np.exp(np.log(ppl).mean())`` is the set's token-averaged-per-sample perplexity."""
+    from .finetune import response_nll  # finetune imports peft; only load it when asked
+
+    gold = [s if s.clean_answer is None or s.clean_answer == s.answer else s.with_answer(s.clean_answer)
+            for s in samples]
+    return np.exp(response_nll(lm, gold, batch_size=batch_size, progress=progress))

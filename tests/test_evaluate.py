@@ -115,3 +115,21 @@ def test_evaluate_short_answers_by_fuzzy_match():
     tuned = finetune(make_lm(), samples, **dict(FAST, epochs=60))
     r = evaluate(tuned, samples, max_new_tokens=6, progress=False)  # short -> generate
     assert r.accuracy == 1.0 and r.counts == {"drop": 8}
+
+
+def test_perplexity_is_of_the_gold_answer_and_falls_after_training_on_it():
+    """perplexity = exp(mean answer-token NLL) of the *clean* answer; SFT on the clean labels
+    makes those answers far more likely than under the untrained model (vocabulary-sized)."""
+    from robustft.evaluate import perplexity
+    from robustft.finetune import response_nll
+
+    samples = make_samples(12)
+    lm = make_lm()
+    noisy = [s.with_answer(next(o for o in s.options if o != s.answer)) for s in samples]
+    noisy = [dataclasses.replace(n, clean_answer=s.answer) for n, s in zip(noisy, samples)]
+    before = perplexity(lm, noisy)
+    assert before.shape == (12,)
+    np.testing.assert_allclose(before, np.exp(response_nll(lm, samples)), rtol=1e-6)
+    assert np.all(before > 5)  # an untrained model spreads its mass over the vocabulary
+    after = perplexity(finetune(lm, samples, **FAST), noisy)
+    assert np.all(after < 1.5), after
