@@ -1,0 +1,493 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Robust fine-tuning and evaluation
+#
+# The earlier stages end in a training set: the samples the checker kept as clean, with
+# their given labels, and the relabels that the entropy rule selected. This chapter closes
+# the loop. It fine-tunes on that set and measures what the paper measures:
+#
+# 1. **LoRA and QLoRA**: how `robustft.finetune` trains a small set of extra weights instead
+#    of the whole model, and why a 4-bit base is enough;
+# 2. **one seed by hand**: Vanilla, SFT on the noisy labels and RobustFT at 30, 50 and 70 %
+#    noise, with the accuracy of each fine-tuned model and the detection report of each
+#    denoising run;
+# 3. **the paper's Table 1** over the benchmark's three seeds, as mean ± standard deviation
+#    (`robustft.demo`, the same code as `make demo`);
+# 4. **the paper's Figure 4**: the perplexity of each fine-tuned model on the test answers.
+#    A model trained on wrong labels finds the right answers surprising; the question is
+#    whether a model trained on the denoised set does too.
+#
+# Offline everything runs on the shipped toy models with injected noise. The denoising runs
+# store their expert passes under `RUNS/denoise`, the folder `robustft.demo` uses too, so
+# the two parts of this chapter (and the other chapters) share every expert pass: only the
+# first to ask computes it. On a GPU, set `MODE = "gpu"`: the same cells train QLoRA
+# adapters on a 4-bit instruct model with the paper's noisy files, for one seed.
+
+# %%
+# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "robustft[gpu,embed,book] @ git+https://github.com/robustft/robustft"], check=True)
+
+# %% tags=["parameters"]
+import os
+
+from robustft.data import NOISE_LEVELS  # the paper's noise rates: 30, 50, 70 %
+
+MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU, no downloads) or "gpu"
+MODEL_ID = os.environ.get("ROBUSTFT_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")  # used in gpu mode
+OFFICIAL_DIR = os.environ.get("ROBUSTFT_DATA", "RobustFT/data/arc")  # used in gpu mode
+RUNS = os.environ.get("ROBUSTFT_RUNS", "runs")  # results folder (the tests use a fresh one)
+SEEDS = [0, 1, 2]  # offline: the benchmark's worlds and their shipped toy models (Table 1)
+SEED = 0  # the seed whose fine-tuned models are studied one by one
+
+# %%
+# %matplotlib inline
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+import robustft
+from robustft import demo
+from robustft.finetune import LORA_TARGETS
+from robustft.notebook import glue
+from robustft.relabel import resolve_embedder
+
+OUT = Path(RUNS) / "06_finetune"
+OUT.mkdir(parents=True, exist_ok=True)
+DENOISE = Path(RUNS) / "denoise"  # expert passes, shared with robustft.demo and the other chapters
+CONFIG = robustft.DenoiseConfig()  # the settings robustft.demo uses
+METHODS = {"vanilla": "Vanilla", "sft": "SFT", "robustft": "RobustFT"}
+
+# %% [markdown]
+# ## LoRA and QLoRA
+#
+# Fine-tuning every weight of a model needs the weights, their gradients and two Adam
+# moments in memory: four copies of the model. **LoRA** (low-rank adaptation) freezes the
+# model and learns, for each chosen weight matrix $W \in \mathbb{R}^{d_\text{out} \times
+# d_\text{in}}$, a low-rank update:
+#
+# $$ W x \;\longrightarrow\; W x + \tfrac{\alpha}{r} B A x, \qquad A \in \mathbb{R}^{r \times
+# d_\text{in}},\; B \in \mathbb{R}^{d_\text{out} \times r}, $$
+#
+# with $B = 0$ at the start, so training starts from the base model exactly. Only $A$ and
+# $B$ train: $r (d_\text{in} + d_\text{out})$ weights per matrix instead of $d_\text{in}
+# d_\text{out}$. `robustft.finetune` puts the adapters on the attention and MLP projections
+# (`LORA_TARGETS`, or the `target_modules` you pass), puts the loss on the answer tokens only,
+# and trains with AdamW, a linear warm-up and a cosine decay. It leaves the model you pass
+# untouched and returns a new `LanguageModel` that carries the adapter.
+#
+# **QLoRA** goes one step further: the frozen base is stored in 4 bits (NF4, a 4-bit format
+# whose levels follow a normal distribution, with the scales quantised too), and only the
+# small adapters are kept in 16/32 bits. The forward pass dequantises each weight tile on the
+# fly. A quarter of the 16-bit weight memory is what makes a 1.5B model trainable on Colab's
+# default T4 GPU (16 GB): `load_model(MODEL_ID, quantize="4bit")` gives such a base, and
+# `finetune(..., inplace=True)` trains it in place (a 4-bit model cannot be deep-copied, so
+# without `inplace` a second base is loaded). Qwen2.5-1.5B-Instruct in 4 bits, the model of
+# chapter 2, leaves the T4 room for activations and the adapters' optimiser state; a 7B/8B
+# model in 4 bits also fits, with smaller batches.
+#
+# Offline the toy model runs in float32 on the CPU, with the benchmark's own LoRA settings
+# (`robustft.offline.TOY_SFT`): more epochs and a larger learning rate than for a real model,
+# because the toy has to learn new facts from a few hundred examples.
+
+# %%
+if MODE == "offline":
+    from robustft.offline import TOY_SFT as SFT_ARGS  # the toy's LoRA settings, one place
+    from robustft.offline import ToyConfig, make_benchmark
+
+    config = ToyConfig.for_seed(SEED)
+    bench = make_benchmark(config.world)
+    lm = robustft.load_model("toy", config=config, progress=False)  # the shipped weights
+    run_key = f"toy-{config.key()}-{lm.info['fingerprint']}"  # rows count for these weights only
+
+    def train_at(noise):
+        return robustft.inject_noise(bench.train, noise / 100, seed=SEED)[0]
+
+    def base_model():  # finetune adds LoRA layers to a copy and leaves `lm` as it was
+        return lm
+
+    test = bench.test
+else:
+    lm = robustft.load_model(MODEL_ID, quantize="4bit")  # the QLoRA base, also every expert
+    SFT_ARGS = dict(epochs=3, lr=2e-4, inplace=True)  # QLoRA: a 4-bit model cannot be copied
+    run_key = f"{MODEL_ID} on {OFFICIAL_DIR}"
+
+    def train_at(noise):  # the paper's own noisy files, with the clean labels attached
+        return robustft.load_official(OFFICIAL_DIR, noise=noise).train
+
+    def base_model():  # a fresh 4-bit base for each run, trained in place
+        return robustft.load_model(MODEL_ID, quantize="4bit")
+
+    test = robustft.load_official(OFFICIAL_DIR, noise=NOISE_LEVELS[0]).test
+    print(f"weights in GPU memory: {lm.model.get_memory_footprint() / 2**30:.2f} GiB")
+
+print("LoRA settings:", SFT_ARGS)
+print(f"{len(test)} test questions")
+
+# %% [markdown]
+# How many weights does LoRA train? Each adapted matrix adds $r(d_\text{in} +
+# d_\text{out})$; we count them from the model's own layers, before training anything.
+
+# %%
+targets = SFT_ARGS.get("target_modules") or LORA_TARGETS
+rank = SFT_ARGS.get("lora_r", 16)  # finetune's default rank
+adapted = [(name, m) for name, m in lm.model.named_modules()
+           if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+lora_params = sum(rank * (m.in_features + m.out_features) for _, m in adapted)
+base_params = sum(p.numel() for p in lm.model.parameters())
+print(f"{len(adapted)} matrices adapted ({', '.join(sorted({n.rsplit('.', 1)[-1] for n, _ in adapted}))}), rank {rank}")
+print(f"LoRA weights: {lora_params:,} = {lora_params / base_params:.1%} of the base model's {base_params:,}")
+glue("lora_fraction", 100 * lora_params / base_params);
+
+# %% [markdown]
+# ## One seed, model by model
+#
+# For each noise rate we train two adapters on the same questions: **SFT** on the noisy
+# labels as given, and **RobustFT** on what `robustft.denoise` keeps (the clean samples and the
+# selected relabels). **Vanilla** is the base model. Each model is evaluated on the clean test
+# set twice: by its accuracy, and by the perplexity it gives the gold answer of every test
+# question (`robustft.perplexity`, used in the last section). Every finished row goes into a
+# `RunLog`, so an interrupted run resumes; the denoising runs resume from their stored passes.
+
+# %% tags=["nbval-ignore-output"]
+log = robustft.RunLog(OUT / "models.jsonl", key=("model", "seed", "run", "noise", "settings"))
+ROBUST_SETTINGS = {"sft": SFT_ARGS, "denoise": CONFIG.to_dict(), "embedder": resolve_embedder(CONFIG.embedder)}
+
+
+def model_row(run, noise, settings, make):
+    """The stored row of one model, or train and measure it: accuracy and test perplexity."""
+    row = log.get(model=run_key, seed=SEED, run=run, noise=noise, settings=settings)
+    if row is None:
+        t = time.time()
+        tuned, extra = make()
+        result = robustft.evaluate(tuned, test, progress=False)
+        ppl = robustft.perplexity(tuned, test)
+        trainable = sum(p.numel() for p in tuned.model.parameters() if p.requires_grad)
+        row = log.add({"model": run_key, "seed": SEED, "run": run, "noise": noise, "settings": settings,
+                       "accuracy": result.accuracy, "perplexity": ppl.tolist(), "trainable": trainable,
+                       **extra, "seconds": round(time.time() - t, 1)})
+        del tuned  # on a GPU, free its memory before the next run
+    print(f"{METHODS[run]:>8} {'' if noise is None else f'@ {noise} %':>6}: accuracy {row['accuracy']:.3f} ({row['seconds']} s)")
+    return row
+
+
+def robust(noise):
+    train = train_at(noise)
+    result = robustft.denoise(train, lm, CONFIG, out=DENOISE / f"seed{SEED}-noise{noise}", progress=False)
+    tuned = robustft.finetune(base_model(), result.samples, seed=SEED, progress=False, **SFT_ARGS)
+    return tuned, {"detection": result.report, "kept": len(result.samples)}
+
+
+rows = [model_row("vanilla", None, {}, lambda: (lm, {}))]
+for noise in NOISE_LEVELS:
+    rows.append(model_row("sft", noise, {"sft": SFT_ARGS}, lambda: (
+        robustft.finetune(base_model(), train_at(noise), seed=SEED, progress=False, **SFT_ARGS), {})))
+    rows.append(model_row("robustft", noise, ROBUST_SETTINGS, lambda: robust(noise)))
+
+# %% [markdown]
+# The adapters trained exactly the weights counted above, and nothing else:
+
+# %%
+trainable = {r["trainable"] for r in rows if r["run"] != "vanilla"}
+print("trainable weights per adapter:", trainable)
+if MODE == "offline":
+    assert trainable == {lora_params}, (trainable, lora_params)
+    print("LoRA trains r·(d_in + d_out) weights per adapted matrix: checked")
+
+# %% [markdown]
+# The accuracies of this seed, with the size of each training set. RobustFT trains on fewer
+# samples than SFT (it drops the relabels it does not trust), but on far cleaner ones: the
+# last column is the fraction of training labels that are right.
+
+# %% tags=["nbval-ignore-output"]
+n_train = len(train_at(NOISE_LEVELS[0]))
+one_seed = pd.DataFrame([{"run": METHODS[r["run"]], "noise (%)": r["noise"] if r["noise"] is not None else "-",
+                          "accuracy": r["accuracy"],
+                          "training samples": r.get("kept", n_train if r["run"] == "sft" else "-"),
+                          "right training labels": (round(r["detection"]["label_accuracy"], 3) if "detection" in r
+                                                    else 1 - r["noise"] / 100 if r["run"] == "sft" else "-")}
+                         for r in rows])
+one_seed.round(3)
+
+# %% [markdown]
+# ## Table 1 over three seeds
+#
+# One seed is one world and one toy model; a difference of a few points between two methods
+# on one seed can be luck. `robustft.demo.run` repeats the whole experiment for each seed —
+# Vanilla, SFT and RobustFT at every noise rate — and `robustft.demo.summarize` turns the rows
+# into the paper's Table 1 with the mean and the standard deviation over seeds. It writes its
+# denoising runs into the same `RUNS/denoise` folder, so the expert passes of seed 0 computed
+# above are read back, not recomputed; its fine-tuning rows live in its own
+# `RUNS/denoise/runs.jsonl`. On a GPU this section keeps the one seed measured above.
+
+# %% tags=["nbval-ignore-output"]
+start = time.time()
+if MODE == "offline":
+    table_rows = demo.run(seeds=SEEDS, out=DENOISE, config=CONFIG, progress=False)
+    seeds = SEEDS
+else:  # a real model: the rows of the one seed above, in the demo's row format
+    table_rows = [{"seed": SEED, "run": r["run"], "noise": r["noise"], "accuracy": r["accuracy"],
+                   **({"detection": r["detection"]} if "detection" in r else {})} for r in rows]
+    seeds = [SEED]
+summary = demo.summarize(table_rows, seeds, NOISE_LEVELS, seconds=round(time.time() - start, 1))
+print(f"{summary['seconds']} s")
+
+# %% [markdown]
+# The table, in the paper's shape (one column per method, one row per noise rate). Vanilla
+# does not depend on the noise; it is repeated on every row as the reference.
+
+# %% tags=["nbval-ignore-output"]
+def mean_std(v):
+    return (v["mean"], v["std"]) if isinstance(v, dict) else (v, 0.0)
+
+
+def fmt(v):
+    m, s = mean_std(v)
+    return f"{m:.3f} ± {s:.3f}" if len(seeds) > 1 else f"{m:.3f}"
+
+
+table1 = pd.DataFrame({METHODS[m]: {f"{n} %": fmt(summary["table"][str(n)][m]) for n in NOISE_LEVELS}
+                       for m in METHODS}).rename_axis(f"noise (seeds {', '.join(map(str, seeds))})")
+table1
+
+# %% tags=["nbval-ignore-output"]
+acc = {(m, n): mean_std(summary["table"][str(n)][m])[0] for m in METHODS for n in NOISE_LEVELS}
+per_seed = pd.DataFrame(table_rows)
+fig, ax = plt.subplots(figsize=(6, 3.8))
+for (m, label), style, dx in zip(METHODS.items(), ("s--", "o-", "D-"), (-1.2, 0, 1.2)):
+    mean, std = zip(*(mean_std(summary["table"][str(n)][m]) for n in NOISE_LEVELS))
+    ax.errorbar(np.array(NOISE_LEVELS) + dx, mean, yerr=std, fmt=style, capsize=3, label=label)
+    for n in NOISE_LEVELS:  # each seed as a dot
+        pts = per_seed[(per_seed["run"] == m) & ((per_seed["noise"] == n) | (m == "vanilla"))]["accuracy"]
+        ax.scatter(np.full(len(pts), n + dx), pts, s=10, color="gray", alpha=0.6, zorder=3)
+ax.axhline(0.25, color="lightgray", ls=":", label="chance")
+ax.set_xlabel("wrong training labels (%)")
+ax.set_ylabel("test accuracy")
+ax.set_xticks(NOISE_LEVELS)
+ax.set_ylim(0, 1)
+ax.set_title(f"Table 1: mean ± std over seeds {', '.join(map(str, seeds))} (dots: single seeds)")
+ax.legend(loc="lower left", fontsize=8)
+fig.tight_layout()
+
+for n in NOISE_LEVELS:
+    glue(f"robust_gain_{n}", 100 * (acc["robustft", n] - acc["sft", n]))
+    glue(f"robust_vs_vanilla_{n}", 100 * (acc["robustft", n] - acc["vanilla", n]))
+glue("sft_70", acc["sft", 70])
+glue("robust_70", acc["robustft", 70])
+glue("vanilla_acc", acc["vanilla", 70]);
+
+# %% [markdown]
+# **The detection report** says why. For each noise rate, averaged over the seeds:
+# `precision`, `recall` and `f1` of the checker's flags against the truly wrong labels;
+# `relabel_accuracy`, the fraction of flagged samples whose new label is right;
+# `selection_accuracy`, the same over the relabels kept by the entropy rule; and
+# `label_accuracy`, the fraction of right labels in the final training set.
+
+# %% tags=["nbval-ignore-output"]
+detection = pd.DataFrame({k: {f"{n} %": fmt(summary["detection"][str(n)][k]) for n in NOISE_LEVELS}
+                          for k in demo.DETECTION}).rename_axis("noise")
+detection
+
+# %% tags=["nbval-ignore-output"]
+det = {(k, n): mean_std(summary["detection"][str(n)][k])[0] for k in demo.DETECTION for n in NOISE_LEVELS}
+for n in NOISE_LEVELS:
+    glue(f"label_acc_{n}", det["label_accuracy", n])
+    glue(f"recall_{n}", det["recall", n])
+    glue(f"precision_{n}", det["precision", n])
+
+# %% [markdown]
+# The claims of the table, as checks that hold for the shipped toy models on any machine
+# (means over the three seeds): plain SFT loses accuracy at every step of noise and ends
+# below Vanilla; RobustFT's training labels are right far more often than the noisy ones; and
+# RobustFT beats SFT at the high noise rates, where the noisy labels teach more wrong facts
+# than right ones, and at 70 % holds the level of the model it started from.
+
+# %%
+if MODE == "offline":
+    sft_curve = [acc["sft", n] for n in NOISE_LEVELS]
+    assert all(a > b for a, b in zip(sft_curve, sft_curve[1:])), sft_curve
+    assert acc["sft", 70] < acc["vanilla", 70], (acc["sft", 70], acc["vanilla", 70])
+    for n in NOISE_LEVELS:  # denoising: more right labels than the noisy set has
+        assert det["label_accuracy", n] >= 1 - n / 100 + 0.05, (n, det["label_accuracy", n])
+        assert det["recall", n] >= 0.85, (n, det["recall", n])
+    assert acc["robustft", 50] > acc["sft", 50], (acc["robustft", 50], acc["sft", 50])
+    assert acc["robustft", 70] >= acc["sft", 70] + 0.05, (acc["robustft", 70], acc["sft", 70])
+    assert acc["robustft", 70] >= acc["vanilla", 70] - 0.03, (acc["robustft", 70], acc["vanilla", 70])
+    print("SFT falls below Vanilla; RobustFT's labels are cleaner, it beats SFT at 50 and 70 % "
+          "and holds Vanilla's level at 70 %: checked")
+
+# %% [markdown]
+# Read the table by rows. The checker finds nearly every wrong label (recall
+# {glue:text}`recall_30:.2f` at 30 % noise, {glue:text}`recall_70:.2f` at 70 %), and the final
+# training set is right far more often than the noisy one: {glue:text}`label_acc_30:.2f`,
+# {glue:text}`label_acc_50:.2f` and {glue:text}`label_acc_70:.2f` of its labels at 30, 50 and
+# 70 % noise, against 0.7, 0.5 and 0.3 in the noisy sets. The gain of RobustFT over plain SFT
+# grows with the noise: {glue:text}`robust_gain_30:+.1f` points at 30 %,
+# {glue:text}`robust_gain_50:+.1f` at 50 % and {glue:text}`robust_gain_70:+.1f` at 70 %, where
+# SFT ({glue:text}`sft_70:.3f`) has fallen below Vanilla ({glue:text}`vanilla_acc:.3f`) while
+# RobustFT ({glue:text}`robust_70:.3f`) stays {glue:text}`robust_vs_vanilla_70:+.1f` points
+# from it.
+#
+# At low noise the trade-off shows: the checker's precision is low
+# ({glue:text}`precision_30:.2f` at 30 %), because on the facts the model has never seen it
+# cannot tell a right label from a wrong one and flags both. The relabels it cannot make
+# confidently are dropped, and with them many labels that were right. Plain SFT keeps them,
+# with the wrong ones, and at 30 % noise the right labels still outweigh the wrong ones. This
+# is the benchmark's honest result, not the paper's (where RobustFT wins at every rate): the
+# toy model's knowledge is either complete or absent, so a flagged unseen fact can rarely be
+# relabeled well. The comparison chapter looks at rules that keep more of those labels.
+#
+# ## Perplexity of the test answers (Figure 4)
+#
+# Accuracy counts the questions a model gets right. The paper's Figure 4 looks at *how
+# sure* the model is of the right answer: the perplexity it gives the gold answer line of
+# each test question, $\exp\big(-\tfrac{1}{|y|}\sum_j \log p(y_j \mid q, y_{<j})\big)$, with
+# the prompt the model was fine-tuned on. `robustft.perplexity(lm, samples)` returns it per
+# sample. A perplexity near 1 means the model is sure of the right answer; a model that has
+# learned wrong facts puts its mass on a wrong option and gives the right one a high
+# perplexity. We computed these for the seed's models above; the plot shows their
+# distributions (log scale).
+
+# %% tags=["nbval-ignore-output"]
+ppl = {(r["run"], r["noise"]): np.asarray(r["perplexity"]) for r in rows}
+fig, axes = plt.subplots(1, len(NOISE_LEVELS), figsize=(10, 3.6), sharey=True)
+colors = {"vanilla": "tab:gray", "sft": "tab:orange", "robustft": "tab:green"}
+for ax, n in zip(axes, NOISE_LEVELS):
+    data = [ppl["vanilla", None], ppl["sft", n], ppl["robustft", n]]
+    parts = ax.violinplot([np.log10(d) for d in data], showmedians=True)
+    for body, m in zip(parts["bodies"], METHODS):
+        body.set_facecolor(colors[m])
+        body.set_alpha(0.6)
+    ax.set_xticks([1, 2, 3], list(METHODS.values()))
+    ax.set_title(f"{n} % noise")
+axes[0].set_ylabel("log10 perplexity of the gold answer")
+fig.suptitle(f"Perplexity of each test answer under each model (seed {SEED}, {len(test)} questions)")
+fig.tight_layout()
+
+# %% tags=["nbval-ignore-output"]
+def geo_mean(x):
+    return float(np.exp(np.log(x).mean()))
+
+
+if MODE == "offline":  # the world says which facts pre-training stated; two-hop questions apart
+    from robustft.offline import MENTOR
+
+    groups = {"seen facts": np.array([s.category != MENTOR and bool(s.extra["known"]) for s in test]),
+              "unseen facts": np.array([s.category != MENTOR and not s.extra["known"] for s in test]),
+              "two-hop": np.array([s.category == MENTOR for s in test])}
+else:
+    groups = {}
+ppl_table = pd.DataFrame([{"run": METHODS[m], "noise (%)": n if n is not None else "-",
+                           "median": float(np.median(p)), "geometric mean": geo_mean(p),
+                           **{f"geo. mean, {g}": geo_mean(p[mask]) for g, mask in groups.items()}}
+                          for (m, n), p in ppl.items()])
+med = {k: float(np.median(p)) for k, p in ppl.items()}
+geo = {k: geo_mean(p) for k, p in ppl.items()}
+glue("ppl_vanilla", med["vanilla", None])
+for n in NOISE_LEVELS:
+    glue(f"ppl_sft_{n}", med["sft", n])
+    glue(f"ppl_robust_{n}", med["robustft", n])
+    glue(f"geo_sft_{n}", geo["sft", n])
+    glue(f"geo_robust_{n}", geo["robustft", n])
+if groups:
+    by_group = {(k, g): geo_mean(p[mask]) for k, p in ppl.items() for g, mask in groups.items()}
+    glue("seen_vanilla", by_group[("vanilla", None), "seen facts"])
+    glue("seen_sft_70", by_group[("sft", 70), "seen facts"])
+    glue("seen_robust_70", by_group[("robustft", 70), "seen facts"])
+    glue("unseen_vanilla", by_group[("vanilla", None), "unseen facts"])
+    glue("unseen_sft_70", by_group[("sft", 70), "unseen facts"])
+    glue("unseen_robust_70", by_group[("robustft", 70), "unseen facts"])
+ppl_table.round(2)
+
+# %% [markdown]
+# Checks that hold for the toy models: every perplexity is finite and at least 1 (a
+# probability is at most 1); plain SFT becomes less sure of the right answers as the noise
+# rises; at 50 and 70 % noise the typical (median) right answer is clearly less surprising
+# under RobustFT than under SFT; on the facts the model had read, RobustFT stays as sure as
+# Vanilla while noisy SFT unlearns them; and on the facts it had never read, RobustFT is *less*
+# sure of the right answer than SFT — the part of the picture that goes against the paper.
+
+# %%
+for p in ppl.values():
+    assert np.isfinite(p).all() and (p >= 1 - 1e-6).all()
+if MODE == "offline":
+    for stat in (med, geo):
+        curve = [stat["sft", n] for n in NOISE_LEVELS]
+        assert all(a < b for a, b in zip(curve, curve[1:])), curve
+    for n in (50, 70):
+        assert med["robustft", n] <= 0.85 * med["sft", n], (n, med["robustft", n], med["sft", n])
+    for n in NOISE_LEVELS:
+        seen, unseen = by_group[("robustft", n), "seen facts"], by_group[("robustft", n), "unseen facts"]
+        assert seen <= by_group[("vanilla", None), "seen facts"] + 0.1, (n, seen)
+        assert by_group[("sft", n), "seen facts"] >= seen + 0.2, (n, by_group[("sft", n), "seen facts"], seen)
+        assert unseen > by_group[("sft", n), "unseen facts"], (n, unseen, by_group[("sft", n), "unseen facts"])
+    print("perplexity: SFT's rises with noise; RobustFT's median is lower at 50 and 70 %, it keeps the "
+          "seen facts sharp and is less sure than SFT on unseen ones: checked")
+
+# %% [markdown]
+# The median perplexity of the gold answers is {glue:text}`ppl_vanilla:.2f` for Vanilla.
+# Plain SFT's rises from {glue:text}`ppl_sft_30:.2f` at 30 % noise to
+# {glue:text}`ppl_sft_70:.2f` at 70 %: the more wrong labels it learns, the more surprised
+# it is by the right answers. RobustFT's median stays low at every rate
+# ({glue:text}`ppl_robust_30:.2f`, {glue:text}`ppl_robust_50:.2f`,
+# {glue:text}`ppl_robust_70:.2f`) — in that sense this is the paper's Figure 4.
+#
+# The means tell a second story, and the split by fact shows where it comes from. On the
+# facts pre-training stated, Vanilla is sure of the right answer (geometric mean
+# {glue:text}`seen_vanilla:.2f`); RobustFT keeps it so ({glue:text}`seen_robust_70:.2f` at
+# 70 % noise), because the checker protects exactly those labels, while noisy SFT unlearns
+# them ({glue:text}`seen_sft_70:.2f`). On the facts the model never read, the order flips:
+# Vanilla guesses ({glue:text}`unseen_vanilla:.2f`), SFT spreads its probability over the
+# options it saw as labels and gives the right one a moderate perplexity
+# ({glue:text}`unseen_sft_70:.2f`), and RobustFT is the most surprised of the three
+# ({glue:text}`unseen_robust_70:.2f`). Its training set has few labels for those facts, and
+# the relabels it kept for them are often wrong but confident: selection by low entropy
+# rewards confidence, and a model that does not know a fact can still be confidently wrong
+# about it. So RobustFT's geometric mean ({glue:text}`geo_robust_70:.2f` at 70 %) is not below
+# SFT's ({glue:text}`geo_sft_70:.2f`), as it is in the paper; on a real LLM, whose knowledge is
+# not split so sharply into "read" and "never read", the two effects mix differently.
+#
+# ## Summary
+#
+# - LoRA trains a low-rank update of chosen matrices, a small fraction of the model
+#   ({glue:text}`lora_fraction:.1f` % of the toy); QLoRA keeps the frozen base in 4 bits, so a
+#   1.5B instruct model trains on a 16 GB T4.
+# - `robustft.finetune` on `denoise(...).samples` is RobustFT's last stage; `robustft.demo`
+#   runs the whole experiment per seed and `summarize` gives Table 1 with mean ± std.
+# - Offline, plain SFT falls below Vanilla at 70 % noise while RobustFT holds Vanilla's level; the
+#   detection report shows why (much cleaner training labels), and also where RobustFT loses
+#   at 30 % (it drops too many right labels on facts the model has never seen).
+# - `robustft.perplexity` gives the perplexity of each gold answer: noisy SFT raises it; the
+#   denoised set keeps the typical answer sure and the known facts intact, but leaves the
+#   model unsure (or confidently wrong) on facts it never read.
+#
+# **Exercises.** (1) Run the table with `robustft.DenoiseConfig(beta=1.0)` (keep every
+# relabel): which noise rate gains, which loses, and what happens to `label_accuracy`?
+# (2) Halve `lora_r` in `SFT_ARGS` (the toy's settings are in `robustft.offline.TOY_SFT`) and
+# compare the accuracy at 70 % noise with the number of trainable weights. (3) Plot each test
+# question's perplexity under SFT against its perplexity under RobustFT at 70 % noise, and
+# colour the points by whether the question's fact was seen in pre-training
+# (`sample.extra["known"]`). Which questions does denoising help?
