@@ -302,7 +302,8 @@ def irregular_cases():
 
 rows = []
 for name, x, t in irregular_cases():
-    stats = kernels.token_stats(x, t, backend="torch" if device.type == "cpu" else None)
+    x, t = x.to(device), t.to(device)  # on a GPU: the Triton kernel (backend chosen by device)
+    stats = kernels.token_stats(x, t)
     rows.append({"case": name, "dtype": str(x.dtype).replace("torch.", ""), **compare(stats, x, t)})
 errors = pd.DataFrame(rows).set_index("case")
 sci(errors)
@@ -328,6 +329,7 @@ for N, H, V, dtype in [(333, 96, 5003, torch.float32), (129, 200, 32003, torch.b
     h = torch.randn(N, H, generator=g).to(dtype)
     w = (torch.randn(V, H, generator=g) / H**0.5 * 4).to(dtype)
     t = torch.randint(0, V, (N,), generator=g)
+    h, w, t = h.to(device), w.to(device), t.to(device)
     stats = kernels.linear_token_stats(h, w, t)
     rows.append({"case": f"hidden {N} x {H}, weight {V} x {H}", "dtype": str(dtype).replace("torch.", ""),
                  **compare(stats, h.double() @ w.double().T, t)})
@@ -401,12 +403,16 @@ else:
 # %% tags=["nbval-ignore-output"]
 H_MEM, V_MEM = 256, 32000
 NS = [256, 1024, 4096]
-PATHS = {"materialised": "matmul + token_stats", "fused": "fused (torch)"}
+PATHS = {"materialised": "matmul + token_stats", "fused": f"fused ({kernels.resolve_backend(None, device)})"}
 mem = []
 start = time.time()
 for N in NS:
     for path, method in PATHS.items():
-        nbytes = benchmark.peak_cpu("linear", method, [N, H_MEM, V_MEM], "fp32")
+        if device.type == "cuda":  # torch.cuda.max_memory_allocated around one call
+            args = benchmark.make_linear_inputs(N, H_MEM, V_MEM, torch.float32, device)
+            nbytes = benchmark.peak_cuda(benchmark.linear_methods(device)[method], args)
+        else:  # peak resident memory of a fresh process
+            nbytes = benchmark.peak_cpu("linear", method, [N, H_MEM, V_MEM], "fp32")
         mem.append({"N": N, "path": path, "peak extra MiB": np.nan if nbytes is None else nbytes / 2**20,
                     "fp32 logits MiB": N * V_MEM * 4 / 2**20})
 mem = pd.DataFrame(mem)
@@ -423,7 +429,7 @@ ax.set_xscale("log", base=2)
 ax.set_yscale("log")
 ax.set_xlabel("rows N (tokens)")
 ax.set_ylabel("peak extra memory (MiB)")
-ax.set_title(f"CPU, H={H_MEM}, V={V_MEM:,}, float32")
+ax.set_title(f"{device.type.upper()}, H={H_MEM}, V={V_MEM:,}, float32")
 ax.legend()
 fig.tight_layout()
 m = mem.set_index(["N", "path"])["peak extra MiB"]
