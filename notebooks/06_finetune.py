@@ -158,9 +158,9 @@ adapted = [(name, m) for name, m in lm.model.named_modules()
            if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets]
 lora_params = sum(rank * (m.in_features + m.out_features) for _, m in adapted)
 base_params = sum(p.numel() for p in lm.model.parameters())
+glue("lora_fraction", 100 * lora_params / base_params)
 print(f"{len(adapted)} matrices adapted ({', '.join(sorted({n.rsplit('.', 1)[-1] for n, _ in adapted}))}), rank {rank}")
 print(f"LoRA weights: {lora_params:,} = {lora_params / base_params:.1%} of the base model's {base_params:,}")
-glue("lora_fraction", 100 * lora_params / base_params);
 
 # %% [markdown]
 # ## One seed, model by model

@@ -263,7 +263,7 @@ glue("n_input", len(from_jsonl));
 # %%
 if MODE == "offline":
     assert abs(before - (1 - NOISE / 100)) < 0.01, before
-    assert after >= before + 0.10, (before, after)  # denoising leaves far fewer wrong labels
+    assert after >= before + 0.05, (before, after)  # denoising leaves fewer wrong labels
     assert recall >= 0.85, recall
     print("the denoised set's labels are right more often than the file's, and most wrong labels were flagged: checked")
 
