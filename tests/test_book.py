@@ -76,3 +76,14 @@ def test_chapter_page_has_colab_button_plots_and_math(built_book, name):
     assert f"colab.research.google.com/github/robustft/robustft/blob/main/notebooks/{name}.ipynb" in html
     assert re.search(r'<img[^>]+src="[^"]+\.png"', html), "a rendered plot"
     assert "Traceback (most recent call last)" not in html, "a cell's stored output is an error"
+
+
+def test_pipeline_figure_is_drawn_by_its_script(tmp_path):
+    """The intro's figure comes from book/figures/pipeline.py: redrawing it gives the same
+    labels as the committed SVG, and every stage names its chapter's function."""
+    script = ROOT / "book" / "figures" / "pipeline.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "p.svg")], check=True, capture_output=True)
+    texts = lambda p: re.findall(r"<text[^>]*>([^<]*)</text>", p.read_text())  # noqa: E731
+    assert texts(tmp_path / "p.svg") == texts(ROOT / "book" / "figures" / "pipeline.svg")
+    for fn in ("detect_noise", "select_by_entropy", "finetune"):
+        assert any(fn in t for t in texts(tmp_path / "p.svg")), fn
