@@ -309,8 +309,10 @@ if MODE == "offline":
         assert share[(noise, "seen", "wrong")] >= 0.95, share  # the model knows better
         assert share[(noise, "seen", "right")] <= 0.35, share  # mostly confirmed
     assert never_share.min() >= 0.6, never_share  # most false flags are facts the model never saw
+    seen_false = false_flags[false_flags["fact in pre-training text"] == "seen"]
+    assert (seen_false["category"] == "mentor").all(), seen_false["category"].value_counts()  # the rest: two-hop
     print("never-seen facts flagged whatever their label; wrong labels on seen facts always flagged; "
-          "most false flags are never-seen facts: checked")
+          "most false flags are never-seen facts, the others two-hop questions: checked")
 
 # %% [markdown]
 # At every noise rate at least {glue:text}`false_never_share:.2f` of the right labels that the

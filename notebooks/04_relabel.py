@@ -71,7 +71,7 @@ from robustft.metrics import answers_match
 from robustft.notebook import glue
 from robustft.relabel import embed, embedding_text
 
-# %%
+# %% tags=["nbval-ignore-output"]
 if MODE == "offline":
     from robustft.offline import RESIDENCE, ToyConfig, make_benchmark
 
@@ -135,7 +135,7 @@ pd.DataFrame({"dimensions": {n: e.shape[1] for n, e in embeddings.items()},
 # similar embedding (never the sample itself, never another flagged one). Here is a flagged
 # question and its three neighbours as MiniLM found them, with the labels the prompt will show.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def neighbours_table(i, neighbours):
     """A flagged sample (row 0) and its retrieved clean samples, with the labels shown to CER."""
     rows = [("flagged", train[i])] + [(f"neighbour {j + 1}", train[n]) for j, n in enumerate(neighbours)]
@@ -153,14 +153,14 @@ near = {name: robustft.nearest_clean(e, ~flags, flagged, K) for name, e in embed
 row_of = {int(i): j for j, i in enumerate(flagged)}
 neighbours_table(examples[0], near["minilm"][row_of[examples[0]]])
 
-# %%
+# %% tags=["nbval-ignore-output"]
 neighbours_table(examples[1], near["minilm"][row_of[examples[1]]])
 
 # %% [markdown]
 # The retrieval is the same one `denoise` ran: its provenance stores each flagged sample's
 # neighbours, and they are these.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 ids = [s.id for s in train]
 stored = [p["neighbours"] for p in prov if p["noisy"]]
 assert stored == [[ids[n] for n in row if n >= 0] for row in near["minilm"]]
