@@ -186,7 +186,7 @@ detection = pd.DataFrame([{"noise (%)": noise, "noisy labels": r.report["noisy"]
                           for noise, r in results.items()]).set_index("noise (%)")
 for noise in NOISE_LEVELS:
     for k in ("precision", "recall"):
-        glue(f"{k}_{noise}", detection.loc[noise, k])
+        glue(f"{k}_{noise}", float(detection.loc[noise, k]))
 detection.round(3)
 
 # %% [markdown]
@@ -211,11 +211,12 @@ checkers.round(3)
 agree = checkers.xs("agree", level="checker")
 assert np.allclose(agree[["precision", "recall", "F1"]].values,
                    detection[["precision", "recall", "F1"]].values.astype(float))
-assert (agree["recall"] >= 0.9).all(), agree  # almost every wrong label is caught
-precision = agree["precision"].values
-assert all(a < b for a, b in zip(precision, precision[1:])), precision  # more noise, more precise flags
-assert (checkers.xs("either", level="checker")["recall"] < agree["recall"]).all()  # looser rule misses more
-print("recall >= 0.9 at every rate; precision rises with the noise; the looser checker misses more: checked")
+if MODE == "offline":  # the toy model's bands
+    assert (agree["recall"] >= 0.9).all(), agree  # almost every wrong label is caught
+    precision = agree["precision"].values
+    assert all(a < b for a, b in zip(precision, precision[1:])), precision  # more noise, more precise flags
+    assert (checkers.xs("either", level="checker")["recall"] < agree["recall"]).all()  # looser rule misses more
+    print("recall >= 0.9 at every rate; precision rises with the noise; the looser checker misses more: checked")
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(7.5, 3.6))
