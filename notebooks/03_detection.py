@@ -71,6 +71,8 @@ from robustft import DenoiseConfig, prompts
 from robustft.detect import run_detection_experts
 from robustft.notebook import glue
 
+pd.set_option("display.max_colwidth", 80)  # whole questions in the tables
+
 # %% [markdown]
 # ## The model and the noisy sets
 #
