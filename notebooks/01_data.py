@@ -29,6 +29,16 @@
 # The paper's own files (`labeled.csv`, `noisy/noisy{30,50,70}.csv`, `test.csv`) have the same
 # shape; on a GPU machine set `MODE = "gpu"` below and point `OFFICIAL_DIR` at them.
 
+# %%
+# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "robustft[gpu,embed,book] @ git+https://github.com/robustft/robustft"], check=True)
+
 # %% tags=["parameters"]
 import os
 

@@ -33,10 +33,23 @@
 # every machine runs the same model: CPU pre-training is not bit-reproducible across processors
 # and thread counts, and a model pre-trained elsewhere would give other numbers than this book.
 # `load_model("toy", source="pretrain")` pre-trains it on your machine instead (a few minutes).
-# On a GPU set `MODE = "gpu"`: the same calls run a real instruct model in 4 bits.
+# On a GPU set `MODE = "gpu"`: the same calls run a real instruct model in 4 bits. On Colab
+# (the launch button at the top of the page), the default T4 GPU has 16 GB: Qwen2.5-1.5B-Instruct
+# in 4 bits, the default `MODEL_ID` below, fits with room for LoRA training; a 7B/8B model in 4
+# bits fits for inference and QLoRA with small batches.
 #
 # The chapter's claims are stated as `assert` cells with tolerance bands, so running it on any
 # machine checks them; the numbers in the stored outputs are those of the shipped model.
+
+# %%
+# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "robustft[gpu,embed,book] @ git+https://github.com/robustft/robustft"], check=True)
 
 # %% tags=["parameters"]
 import os

@@ -33,5 +33,7 @@ def glue(name: str, value, display: bool = False):
         from myst_nb import glue as _glue
     except ImportError:
         return value
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalar: MyST-NB formats
+        value = value.item()                                            # only Python numbers
     _glue(name, value, display=display)
     return value

@@ -1,0 +1,445 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Entropy-based selection
+#
+# Chapter 4 gave every flagged sample a new label, and many of those labels are guesses.
+# RobustFT's last stage keeps only the relabels the model is surest of: it measures the
+# **response entropy** of each new label and keeps the fraction β with the lowest. This chapter
+#
+# 1. computes the entropy measures from the stored expert passes: the paper's mean token NLL,
+#    the Shannon entropy, the entropy over the options, and our default, the *supporting*
+#    entropy;
+# 2. looks at their distributions for right and wrong relabels: does low entropy mean right?
+# 3. sweeps β from 0 (keep no relabel) to 1 (keep them all) and follows two numbers: the
+#    accuracy of the training labels, and the test accuracy of the model fine-tuned on them.
+#
+# Offline it reuses the expert passes of chapters 3 and 4 (nothing is recomputed) and the toy
+# model's LoRA settings of chapter 2. With `MODE = "gpu"` the same cells run
+# Qwen2.5-1.5B-Instruct in 4 bits on the official noisy CSVs: on Colab's 16 GB T4 each β then
+# costs a QLoRA fine-tune of several minutes, so start with fewer β values there.
+
+# %%
+# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "robustft[gpu,embed,book] @ git+https://github.com/robustft/robustft"], check=True)
+
+# %% tags=["parameters"]
+import os
+
+from robustft.data import NOISE_LEVELS
+
+MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU, no downloads) or "gpu"
+MODEL_ID = os.environ.get("ROBUSTFT_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")  # used in gpu mode
+OFFICIAL_DIR = os.environ.get("ROBUSTFT_DATA", "RobustFT/data/arc")  # used in gpu mode
+RUNS = os.environ.get("ROBUSTFT_RUNS", "runs")  # results folder (the tests use a fresh one)
+NOISE_LEVELS = list(NOISE_LEVELS)  # the paper's rates: 30, 50, 70 % wrong labels
+BETAS = [0.0, 0.25, 0.5, 0.75, 1.0]  # fine-tuned and evaluated, one model each
+FINETUNE_NOISE = 50  # the noise rate of the β sweep with fine-tuning
+SEED = 0
+
+# %%
+# %matplotlib inline
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+import robustft
+from robustft import DenoiseConfig
+from robustft.detect import run_detection_experts
+from robustft.experts import PassStore
+from robustft.metrics import answers_match
+from robustft.notebook import glue
+from robustft.relabel import embed
+from robustft.selection import response_entropy, select_by_entropy, supporting_entropy
+
+OUT = Path(RUNS) / "05_selection"
+OUT.mkdir(parents=True, exist_ok=True)
+
+# %% tags=["nbval-ignore-output"]
+if MODE == "offline":
+    from robustft.offline import TOY_SFT as SFT_ARGS  # the toy's LoRA settings, one place
+    from robustft.offline import ToyConfig, make_benchmark
+    from robustft.offline.toy_model import fingerprint
+
+    config = ToyConfig.for_seed(SEED)
+    bench = make_benchmark(config.world)
+    lm = robustft.load_model("toy", config=config, progress=False)  # the shipped weights
+    run_key = f"toy-{config.key()}-{fingerprint(lm.model)}"  # stored rows count for these weights only
+
+    def train_at(noise):
+        return robustft.inject_noise(bench.train, noise / 100, seed=SEED)[0]
+
+    def base_model():  # finetune adds LoRA layers to a copy and leaves `lm` as it was
+        return lm
+
+    test = bench.test
+else:
+    lm = robustft.load_model(MODEL_ID, quantize="4bit")
+    SFT_ARGS = dict(epochs=3, lr=2e-4, inplace=True)  # QLoRA: a 4-bit model cannot be copied
+    run_key = f"{MODEL_ID} on {OFFICIAL_DIR}"
+
+    def train_at(noise):  # the paper's noisy file; labeled.csv gives each sample's true label
+        return robustft.load_official(OFFICIAL_DIR, noise=noise).train
+
+    def base_model():  # a fresh 4-bit base for each run, trained in place
+        return robustft.load_model(MODEL_ID, quantize="4bit")
+
+    test = robustft.load_official(OFFICIAL_DIR, noise=0).test
+
+
+def folder(noise):
+    """The run folder every chapter shares: stored expert passes are read back from it."""
+    return Path(RUNS) / "denoise" / f"seed{SEED}-noise{noise}"
+
+
+trains = {noise: train_at(noise) for noise in NOISE_LEVELS}
+results = {noise: robustft.denoise(trains[noise], lm, DenoiseConfig(), out=folder(noise), progress=False)
+           for noise in NOISE_LEVELS}  # the default chain; read back when chapters 3-4 ran
+print(f"{lm.name}: {len(trains[NOISE_LEVELS[0]])} training questions; relabeled: "
+      + ", ".join(f"{r.report['flagged']} at {n} %" for n, r in results.items()))
+
+# %% [markdown]
+# ## The stages by hand
+#
+# `denoise` keeps only one number per relabel. To compare measures we need the passes
+# themselves, so we run the stages one by one, exactly as `denoise` chains them, with the same
+# run folder as store: every expert batch is read back, none is computed.
+
+# %% tags=["nbval-ignore-output"]
+cfg = DenoiseConfig()
+stages = {}
+for noise in NOISE_LEVELS:
+    train, store = trains[noise], PassStore(folder(noise))
+    direct, reasoning = run_detection_experts(lm, train, max_new_tokens=cfg.max_new_tokens,
+                                              batch_size=cfg.batch_size, store=store, progress=False)
+    noisy = robustft.detect_noise([s.answer for s in train], direct.answers, reasoning.answers,
+                                  [s.task for s in train])
+    rel = robustft.relabel(lm, train, noisy, reasoning, k=cfg.k, review=cfg.review,
+                           embeddings=embed(train, cfg.embedder, lm, cfg.batch_size),
+                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, store=store,
+                           progress=False)
+    stages[noise] = dict(reasoning=reasoning, noisy=noisy, rel=rel)
+    print(f"{noise} %: {len(rel.indices)} relabels; expert batches computed {store.computed}, read back {store.reused}")
+
+# %%
+for noise in NOISE_LEVELS:
+    prov = [p for p in results[noise].provenance if p["noisy"]]
+    assert [p["relabel"] for p in prov] == stages[noise]["rel"].labels, noise
+print("the stages by hand give denoise's relabels: checked")
+
+# %% [markdown]
+# ## Four ways to measure "how sure"
+#
+# `robustft.selection.response_entropy` reads three measures from the CER pass, for a given
+# label (the option scores of every option are there, so any label can be measured):
+#
+# - `"nll"`, the paper's *response entropy*: the mean negative log-probability per token of the
+#   answer, $H(y \mid q) = -\frac{1}{|y|}\sum_j \log p(y_j \mid q, y_{<j})$. Strictly a mean
+#   NLL, not an entropy; the official code computes this;
+# - `"shannon"`: the mean Shannon entropy of the next-token distributions over the same
+#   tokens, the uncertainty of the model at each step whatever it wrote;
+# - `"options"`: the Shannon entropy of the model's distribution over the options.
+#
+# The paper measures the CER answer. Our default (`entropy_from="experts"`) is
+# `supporting_entropy`: the entropy of the *new label* under the expert(s) that gave it — CER's
+# NLL when CER gave it, the reasoning expert's least sure token when the reasoning expert gave
+# it (after the review), the lower when both did. A relabel that came from the reasoning expert
+# is then judged by the reasoning's confidence, not by CER's.
+
+# %% tags=["nbval-ignore-output"]
+def measures(noise):
+    """Per relabel at a noise rate: the new label, whether it is right, and every entropy."""
+    train, st = trains[noise], stages[noise]
+    rel, reasoning = st["rel"], st["reasoning"]
+    targets = [train[i] for i in rel.indices]
+    cer_nll = response_entropy(rel.context, rel.labels, "nll")
+    table = pd.DataFrame({
+        "id": [s.id for s in targets], "new label": rel.labels, "CER answer": rel.context.answers,
+        "right": [answers_match(y, s.clean_answer, s.task) for y, s in zip(rel.labels, targets)],
+        "nll (CER answer)": response_entropy(rel.context, rel.context.answers, "nll"),
+        "nll": cer_nll,
+        "shannon": response_entropy(rel.context, rel.labels, "shannon"),
+        "options": response_entropy(rel.context, rel.labels, "options"),
+        "supporting": supporting_entropy(rel.labels, rel.context, cer_nll,
+                                         [reasoning.answers[i] for i in rel.indices],
+                                         reasoning.max_nll[rel.indices], [s.task for s in targets])})
+    if "known" in targets[0].extra:
+        table["fact"] = ["seen" if s.extra["known"] else "never seen" for s in targets]
+    return table
+
+
+tables = {noise: measures(noise) for noise in NOISE_LEVELS}
+tables[NOISE_LEVELS[0]].head(8).round(3)
+
+# %% [markdown]
+# The first column of entropies is what the paper ranks by ("nll" of CER's own answer); the
+# next three measure the new label, which differs from CER's answer where the review changed
+# it. The supporting entropy is what `denoise` stored in the provenance by default:
+
+# %%
+for noise in NOISE_LEVELS:
+    stored = np.array([np.nan if p["entropy"] is None else p["entropy"]
+                       for p in results[noise].provenance if p["noisy"]])
+    assert np.allclose(stored, tables[noise]["supporting"], equal_nan=True), noise
+print("denoise ranked the relabels by supporting_entropy: checked")
+
+# %% [markdown]
+# ## Does low entropy mean right?
+#
+# If a measure is any good, the right relabels sit at low entropy and the wrong ones at high
+# entropy. The histograms pool the three noise rates.
+
+# %% tags=["nbval-ignore-output"]
+pooled = pd.concat(tables.values(), ignore_index=True)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+for ax, col, title in zip(axes, ("nll (CER answer)", "supporting"),
+                          ("The paper's: NLL of CER's answer", "Ours: supporting entropy of the new label")):
+    values = pooled[col].replace([np.inf, -np.inf], np.nan)
+    bins = np.linspace(0, np.nanpercentile(values, 99), 30)
+    for ok, color, name in ((True, "tab:green", "right relabel"), (False, "tab:red", "wrong relabel")):
+        ax.hist(values[pooled["right"] == ok].dropna(), bins=bins, alpha=0.6, color=color, label=name)
+    ax.set_xlabel("entropy (nats per token)")
+    ax.set_ylabel("relabels")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+fig.tight_layout()
+
+# %% [markdown]
+# One number per measure: the area under the ROC curve of "entropy says wrong". 0.5 is a coin,
+# 1.0 a measure that puts every wrong relabel above every right one.
+
+# %% tags=["nbval-ignore-output"]
+MEASURE_COLUMNS = ["nll (CER answer)", "nll", "shannon", "options", "supporting"]
+
+
+def auroc(table, col):
+    ok = np.isfinite(table[col].values)
+    return roc_auc_score(~table["right"].values[ok], table[col].values[ok])
+
+
+separation = pd.DataFrame({noise: {col: auroc(t, col) for col in MEASURE_COLUMNS}
+                           for noise, t in tables.items()}).rename_axis("measure")
+separation.columns = [f"AUROC at {n} %" for n in NOISE_LEVELS]
+for noise, col in zip(NOISE_LEVELS, separation.columns):
+    glue(f"auroc_paper_{noise}", float(separation.loc["nll (CER answer)", col]))
+    glue(f"auroc_ours_{noise}", float(separation.loc["supporting", col]))
+separation.round(3)
+
+# %%
+if MODE == "offline":  # the toy model's results
+    for col in separation.columns:
+        assert separation.loc["supporting", col] >= 0.7, separation  # wrong relabels rank high
+        assert separation.loc["supporting", col] >= separation.loc["nll (CER answer)", col], separation
+    print("supporting entropy separates wrong from right relabels (AUROC >= 0.7), at least as well "
+          "as the paper's measure, at every rate: checked")
+
+# %% [markdown]
+# Every measure is better than a coin: the model is less sure of what it guesses. The paper's
+# measure reaches an AUROC of {glue:text}`auroc_paper_30:.2f` at 30 % noise; ours
+# {glue:text}`auroc_ours_30:.2f`. The two differ only on the relabels that the reasoning
+# expert supports: there the supporting entropy can use the reasoning's own confidence, which
+# CER's NLL does not see (and where the review took the reasoning's answer over CER's, CER's
+# NLL measures an answer that is not the new label at all).
+#
+# ## Label accuracy against β
+#
+# Selection itself is one line, `select_by_entropy(entropy, beta)`: keep the round(β·m)
+# relabels with the lowest entropy. It needs no model, so we sweep β finely over the stored
+# entropies. The training set is the samples the checker kept as clean, plus the selected
+# relabels; its label accuracy is the share of right labels in it.
+
+# %% tags=["nbval-ignore-output"]
+def training_labels(noise, beta, col="supporting"):
+    """(label accuracy, size) of clean ∪ selected relabels at one β, from the stored arrays."""
+    train, table = trains[noise], tables[noise]
+    clean_right = [answers_match(s.answer, s.clean_answer, s.task)
+                   for s, flag in zip(train, stages[noise]["noisy"]) if not flag]
+    keep = select_by_entropy(table[col].values, beta)
+    right = clean_right + list(table["right"].values[keep])
+    return np.mean(right), len(right)
+
+
+grid = np.linspace(0, 1, 21)
+sweep = pd.DataFrame([{"noise (%)": noise, "beta": b, "measure": col,
+                       **dict(zip(("label accuracy", "training samples"), training_labels(noise, b, col)))}
+                      for noise in NOISE_LEVELS for b in grid for col in ("supporting", "nll (CER answer)")])
+at_half = sweep[(sweep["beta"] == 0.5) & (sweep["measure"] == "supporting")].set_index("noise (%)")
+for noise in NOISE_LEVELS:
+    assert np.isclose(at_half.loc[noise, "label accuracy"], results[noise].report["label_accuracy"]), noise
+at_half[["label accuracy", "training samples"]].round(3)
+
+# %% [markdown]
+# At β = 0.5 the sweep gives exactly the label accuracy that `denoise` reported. The whole
+# curve:
+
+# %% tags=["nbval-ignore-output"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+for noise, color in zip(NOISE_LEVELS, ("tab:blue", "tab:orange", "tab:red")):
+    for col, ls in (("supporting", "-"), ("nll (CER answer)", "--")):
+        s = sweep[(sweep["noise (%)"] == noise) & (sweep["measure"] == col)]
+        axes[0].plot(s["beta"], s["label accuracy"], ls, color=color,
+                     label=f"{noise} %, {'ours' if col == 'supporting' else 'paper'}")
+    s = sweep[(sweep["noise (%)"] == noise) & (sweep["measure"] == "supporting")]
+    axes[1].plot(s["beta"], s["training samples"], color=color, label=f"{noise} %")
+axes[0].set_xlabel("β (share of relabels kept)")
+axes[0].set_ylabel("label accuracy of the training set")
+axes[0].set_title("Fewer relabels, cleaner labels", fontsize=10)
+axes[0].legend(fontsize=7, ncol=2)
+axes[1].set_xlabel("β (share of relabels kept)")
+axes[1].set_ylabel("training samples")
+axes[1].set_title("... and fewer of them", fontsize=10)
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+
+# %%
+if MODE == "offline":  # the toy model's results
+    for noise in NOISE_LEVELS:
+        s = sweep[(sweep["noise (%)"] == noise) & (sweep["measure"] == "supporting")]["label accuracy"].values
+        assert s[0] - s[-1] >= 0.2, (noise, s)  # keeping every relabel costs a lot of label accuracy
+        assert (np.diff(s) <= 0.02).all(), (noise, s)  # and no step of β gains more than noise
+    print("label accuracy falls as β grows, by at least 20 points from β = 0 to 1, at every rate: checked")
+
+# %% [markdown]
+# At β = 0 the training set is only the samples the checker kept, and their labels are almost
+# all right. At high noise the surest relabels are about as accurate as those, and the curve is
+# flat at first; at low noise the kept samples are cleaner than any relabel, and every relabel
+# added costs label accuracy. Either way the least sure ones cost the most. At β = 1 the training set is back to its full size with every
+# guess in it. Where the curve of the
+# supporting entropy lies above the paper's, it kept more right relabels for the same β.
+#
+# Label accuracy is not the goal, though: the model is. Which relabels does β drop? By
+# quartile of entropy, how often is a relabel right, and is it about a fact the model never saw?
+
+# %% tags=["nbval-ignore-output"]
+pooled["entropy quartile"] = pd.concat([pd.qcut(t["supporting"].rank(method="first"), 4, labels=[1, 2, 3, 4])
+                                        for t in tables.values()], ignore_index=True)
+quartiles = pooled.groupby("entropy quartile", observed=True).agg(
+    relabels=("right", "size"), right=("right", "mean"),
+    **({"never seen": ("fact", lambda f: (f == "never seen").mean())} if "fact" in pooled else {}))
+glue("q4_right", float(quartiles["right"].iloc[-1]))
+quartiles.round(3)
+
+# %% [markdown]
+# The surest quarter is mostly right; the least sure quarter is right
+# {glue:text}`q4_right:.2f` of the time, on facts the model never saw — about what a guess
+# among four options gives. That decides what β does to the fine-tuned model below.
+#
+# ## Test accuracy against β
+#
+# Now the real test: for each β, `denoise` gives the training set (only the selection changes
+# with β, so every expert pass is read back), `robustft.finetune` trains the toy's LoRA on it,
+# and `robustft.evaluate` scores the clean test set. For reference, the same fine-tune on the
+# noisy labels as they are (chapter 2's SFT) and the model without fine-tuning (Vanilla). Each
+# finished run is stored in `results.jsonl`, so a re-run resumes.
+
+# %% tags=["nbval-ignore-output"]
+log = robustft.RunLog(OUT / "results.jsonl", key=("model", "seed", "noise", "run", "beta", "sft"))
+noisy_train = trains[FINETUNE_NOISE]
+
+
+def finetuned_accuracy(run, beta, samples):
+    row = log.get(model=run_key, seed=SEED, noise=FINETUNE_NOISE, run=run, beta=beta, sft=SFT_ARGS)
+    if row is None:
+        tuned = robustft.finetune(base_model(), samples(), seed=SEED, progress=False, **SFT_ARGS)
+        accuracy = robustft.evaluate(tuned, test, progress=False).accuracy
+        del tuned  # on a GPU, free its memory before the next run
+        row = log.add({"model": run_key, "seed": SEED, "noise": FINETUNE_NOISE, "run": run, "beta": beta,
+                       "sft": SFT_ARGS, "accuracy": accuracy})
+    return row["accuracy"]
+
+
+vanilla = robustft.evaluate(lm, test, progress=False).accuracy
+sft = finetuned_accuracy("SFT", None, lambda: noisy_train)
+rows = []
+for beta in BETAS:
+    result = robustft.denoise(noisy_train, lm, DenoiseConfig(beta=beta), out=folder(FINETUNE_NOISE), progress=False)
+    rows.append({"beta": beta, "training samples": len(result.samples),
+                 "label accuracy": result.report["label_accuracy"],
+                 "test accuracy": finetuned_accuracy("RobustFT", beta, lambda: result.samples)})
+by_beta = pd.DataFrame(rows).set_index("beta")
+glue("vanilla", float(vanilla))
+glue("sft", float(sft))
+glue("robust_min", float(by_beta["test accuracy"].min()))
+glue("robust_max", float(by_beta["test accuracy"].max()))
+print(f"{FINETUNE_NOISE} % noise. Vanilla: {vanilla:.3f}; SFT on the noisy labels: {sft:.3f}")
+by_beta.round(3)
+
+# %% tags=["nbval-ignore-output"]
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+ax.plot(by_beta.index, by_beta["label accuracy"], "s--", color="gray", label="label accuracy (training set)")
+ax.plot(by_beta.index, by_beta["test accuracy"], "o-", color="tab:blue", label="test accuracy, RobustFT")
+ax.axhline(sft, color="tab:red", ls=":", label="test accuracy, SFT on noisy labels")
+ax.axhline(vanilla, color="black", ls="--", lw=0.8, label="test accuracy, Vanilla")
+ax.set_xlabel("β (share of relabels kept)")
+ax.set_ylabel("accuracy")
+ax.set_xticks(BETAS)
+ax.set_ylim(0, 1)
+ax.set_title(f"Selection at {FINETUNE_NOISE} % noise")
+ax.legend(fontsize=8, loc="lower left")
+fig.tight_layout()
+
+# %%
+if MODE == "offline":
+    test_acc = by_beta["test accuracy"]
+    assert (test_acc >= sft + 0.03).all(), (test_acc, sft)  # denoising beats SFT on the noisy labels at every β
+    assert (test_acc >= vanilla - 0.02).all(), (test_acc, vanilla)  # and does not fall below Vanilla
+    assert test_acc.max() - test_acc.min() <= 0.08, test_acc  # β moves the test accuracy little
+    assert by_beta["label accuracy"].iloc[0] - by_beta["label accuracy"].iloc[-1] >= 0.2, by_beta
+    print("at every β the denoised model beats SFT on the noisy labels by 3 points or more and stays near Vanilla; "
+          "β moves label accuracy a lot and test accuracy little: checked")
+
+# %% [markdown]
+# Every β beats plain SFT on the noisy labels ({glue:text}`sft:.3f`): the denoised model lies
+# between {glue:text}`robust_min:.3f` and {glue:text}`robust_max:.3f`, around Vanilla's
+# {glue:text}`vanilla:.3f`, where SFT fell below it. What makes the difference is removing the
+# wrong labels on facts the model knows, which detection and relabeling do whatever β.
+#
+# β itself moves the training labels a lot and the test accuracy little (on this seed, if
+# anything, upward). The reason is in the
+# quartile table: the relabels that a small β drops are about facts the model never saw, and
+# are right about as often as a guess. Leaving such a fact out of training leaves the model to
+# guess it at test time; training on a relabel that is right one time in four teaches it the
+# right fact about one time in four. Either way it is a guess, so on this benchmark β trades
+# label accuracy for training set size at almost no cost or gain in test accuracy. Selection
+# pays when the dropped relabels are *worse* than a guess — a model that confidently repeats a
+# wrong label — or when the kept ones teach something a guess would not; the paper's β = 0.5
+# is a middle ground, not an optimum this benchmark can show.
+#
+# ## Summary
+#
+# - `response_entropy` reads the paper's mean token NLL, the Shannon entropy and the option
+#   entropy of any label from one expert pass; `supporting_entropy` measures the new label under
+#   the experts that gave it.
+# - Wrong relabels have higher entropy than right ones; the supporting entropy separates them
+#   at least as well as the paper's measure of CER's answer.
+# - `select_by_entropy` keeps the β surest relabels. Lower β means more accurate training
+#   labels and fewer of them.
+# - On the offline benchmark, denoising beats SFT on the noisy labels at every β, and β itself
+#   changes the test accuracy little: the relabels it drops are guesses about never-seen facts.
+#
+# **Exercises.** (1) Repeat the fine-tuning sweep with `DenoiseConfig(entropy_from="context")`,
+# the paper's measure. (2) Run the sweep at 30 % and 70 % noise (`FINETUNE_NOISE`). (3) Plot,
+# for the relabels that the review changed, the supporting entropy against CER's NLL: which
+# expert's confidence did the ranking follow?

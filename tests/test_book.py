@@ -1,0 +1,89 @@
+"""The book's structure: paired notebooks in sync, the Colab cell, the table of contents, and a
+full `jupyter-book build -W` (warnings are errors) whose pages carry what a reader needs."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+from robustft.notebook import COLAB_INSTALL_CELL
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+CHAPTERS = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+
+
+def _cells(nb):
+    """(type, source) of each cell: what the pair must agree on (outputs and metadata may differ)."""
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def test_every_chapter_is_a_pair():
+    ipynbs = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    assert CHAPTERS == ipynbs
+    assert len(CHAPTERS) >= 2
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_pair_in_sync_and_starts_with_the_colab_cell(name):
+    py = jupytext.read(NOTEBOOKS / f"{name}.py")
+    ipynb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert _cells(py) == _cells(ipynb), f"run `jupytext --sync notebooks/{name}.py`"
+    code = [c for c in ipynb.cells if c.cell_type == "code"]
+    assert code[0].source.strip() == COLAB_INSTALL_CELL.strip()
+    assert "parameters" in code[1].metadata.get("tags", []), "the second code cell is the parameters cell"
+    # Stored outputs: the book renders them (execute_notebooks: off), nbval re-runs them.
+    assert all(c.get("execution_count") for c in code[1:]), "store the notebook executed"
+    assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), "at least one plot"
+
+
+def test_toc_lists_every_chapter_once():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert sorted(f for f in files if f.startswith("notebooks/")) == [f"notebooks/{c}" for c in CHAPTERS]
+    assert len(files) == len(set(files))
+    for f in files:
+        assert (ROOT / "book" / f"{f}.md").exists() or (ROOT / "book" / f"{f}.ipynb").exists(), f
+
+
+def test_intro_stage_table_is_complete():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    assert "(coming)" not in intro
+    linked = set(re.findall(r"\]\((?:notebooks/)?(\d\d_[a-z_]+)(?:\.ipynb)?\)", intro))
+    assert set(CHAPTERS) <= linked, sorted(set(CHAPTERS) - linked)
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    r = subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(ROOT / "book"), "-W", "--keep-going",
+                        "--path-output", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    return out / "_build" / "html"
+
+
+def test_book_builds_without_warnings(built_book):
+    assert (built_book / "index.html").exists()
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_page_has_colab_button_plots_and_math(built_book, name):
+    html = (built_book / "notebooks" / f"{name}.html").read_text()
+    assert f"colab.research.google.com/github/robustft/robustft/blob/main/notebooks/{name}.ipynb" in html
+    assert re.search(r'<img[^>]+src="[^"]+\.png"', html), "a rendered plot"
+    assert "Traceback (most recent call last)" not in html, "a cell's stored output is an error"
+
+
+def test_pipeline_figure_is_drawn_by_its_script(tmp_path):
+    """The intro's figure comes from book/figures/pipeline.py: redrawing it gives the same
+    labels as the committed SVG, and every stage names its chapter's function."""
+    script = ROOT / "book" / "figures" / "pipeline.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "p.svg")], check=True, capture_output=True)
+    texts = lambda p: re.findall(r"<text[^>]*>([^<]*)</text>", p.read_text())  # noqa: E731
+    assert texts(tmp_path / "p.svg") == texts(ROOT / "book" / "figures" / "pipeline.svg")
+    for fn in ("detect_noise", "select_by_entropy", "finetune"):
+        assert any(fn in t for t in texts(tmp_path / "p.svg")), fn
