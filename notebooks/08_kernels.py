@@ -61,6 +61,7 @@ SEED = 0
 import inspect
 import json
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -138,7 +139,7 @@ assert abs(lse - ref[0].item()) < 1e-4 and abs(entropy - ref[2].item()) < 1e-4
 # What one writes without a kernel (`robustft.kernels.reference.eager_token_stats`):
 
 # %%
-print(inspect.getsource(eager_token_stats).split('"""')[-1].strip())
+print(textwrap.dedent(inspect.getsource(eager_token_stats).split('"""')[-1]).strip())
 
 # %% [markdown]
 # Every line is a full pass over an $[N, V]$ array, and most write a new float32 one. Its
