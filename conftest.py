@@ -37,3 +37,22 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _made is not None:
         shutil.rmtree(_made, ignore_errors=True)
+
+
+# Each notebook's wall time under nbval (its cells' run times, kernel start included in the
+# first), printed at the end: the book's budget is per chapter, and pytest reports per cell.
+_notebook_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb"):
+        _notebook_seconds[path] = _notebook_seconds.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _notebook_seconds:
+        terminalreporter.section("notebook times")
+        for path, seconds in sorted(_notebook_seconds.items()):
+            terminalreporter.write_line(f"{path}: {seconds:6.1f} s")
+        terminalreporter.write_line(f"all notebooks: {sum(_notebook_seconds.values()):6.1f} s")
