@@ -4,6 +4,7 @@
     robustft finetune --data runs/arc30/denoise30.csv --model toy --out runs/arc30-lora
     robustft evaluate --data test.csv --model toy --adapter runs/arc30-lora
     robustft demo     --out results/demo --seeds 0 1 2
+    robustft compare  --out results/compare --seeds 0 1 2
 
 `--model` takes a Hugging Face id, a local folder, or `toy` / `toy:N` (the offline model of
 seed N). `--data` takes a file (official CSV, JSON, JSONL, Alpaca) or an official dataset
@@ -162,6 +163,14 @@ def cmd_demo(args) -> None:
     demo.main_args(args)
 
 
+def cmd_compare(args) -> None:
+    from robustft import compare
+
+    compare.check_arguments(args)
+    _claim_out(Path(args.out), False, {"command": "compare"})
+    compare.main_args(args)
+
+
 # ------------------------------------------------------------------------------ parser
 def _common(p, model=True):
     if model:
@@ -230,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("compare", help="every method, the ablations, sensitivity and stability (offline benchmark)",
+                       description="RobustFT against Vanilla, SFT, SelfSelect, SelfRAG, NoiseAL, confident "
+                                   "learning and our noise-aware variant, the ablations, sensitivity to beta "
+                                   "and k, perplexity, categories and stability; writes compare.json and "
+                                   "figures. Resumes from --out.")
+    from robustft.compare import add_arguments as compare_arguments
+
+    compare_arguments(p)
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
