@@ -60,6 +60,13 @@ def method_config(method: str, base):
     return None
 
 
+def denoiser(method: str):
+    """The function that turns a noisy training set into a denoised one for a method:
+    `robustft.denoise` (RobustFT, the noise-aware variant, the ablations) or a baseline of
+    `robustft.baselines`; each is called as ``fn(samples, lm, config, out=..., progress=...)``."""
+    return _denoiser(method)
+
+
 def _denoiser(method: str):
     from . import baselines
     from .denoise import denoise
@@ -250,11 +257,8 @@ def write_outputs(rows: list[dict], summary: dict, out: str | Path) -> list[Path
     out.mkdir(parents=True, exist_ok=True)
     paths = [write_json(out / "compare.json", summary)]
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        import matplotlib.pyplot as plt  # headless, matplotlib picks a file backend itself
+    except ImportError:  # matplotlib is in the `compare`/`book` extras, not the core install
         return paths
     for name, fn in (("accuracy", plot_accuracy), ("sensitivity", plot_sensitivity), ("perplexity", plot_perplexity),
                      ("categories", plot_categories), ("stability", plot_stability)):

@@ -37,7 +37,7 @@ ABLATIONS = {
     "wo_selection": {"beta": 1.0},
     "wo_checker": {"checker": "reasoning"},
     "wo_reviewer": {"review": "none"},
-    "wo_cer": {"k": 0},
+    "wo_cer": {"cer": False},
     "wo_rel": {"checker": "direct", "review": "none", "entropy_from": "context"},
 }
 
@@ -73,6 +73,8 @@ class DenoiseConfig:
             on the most probable label of every sample; `robustft.noise_aware`). The
             noise-aware strategy uses the two detection experts only (no CER, no review, no
             selection); short-answer samples keep their label.
+        cer: retrieve k worked examples for relabeling (context-enhanced relabeling); False
+            asks the relabeling prompt with the question alone (the ablation w/o CER).
 
     The paper's ablations (Table 3) are settings of this config: `DenoiseConfig.ablation`.
     """
@@ -88,14 +90,15 @@ class DenoiseConfig:
     batch_size: int = 64
     skip_long: bool = False
     strategy: str = "robustft"
+    cer: bool = True
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.checker not in (*CHECKERS, "llm"):
             raise ValueError(f"checker must be one of {[*CHECKERS, 'llm']}, got {self.checker!r}")
-        if self.k < 0:
-            raise ValueError(f"k must be >= 0 (0: no worked examples, w/o CER), got {self.k}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
         if self.entropy not in MEASURES:
@@ -121,7 +124,7 @@ class DenoiseConfig:
         - "wo_checker": no consistency check between the experts — the reasoning-enhanced
           expert alone flags a label it disagrees with;
         - "wo_reviewer": no review step — the CER answer is the new label;
-        - "wo_cer": no retrieved worked examples (k = 0): the relabeling prompt asks the
+        - "wo_cer": no retrieved worked examples (cer=False): the relabeling prompt asks the
           question alone;
         - "wo_rel": no reasoning-enhanced LLM — the direct expert alone flags, the CER answer
           is the new label and its own entropy ranks it.
@@ -220,8 +223,8 @@ def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, stor
     else:
         noisy = detect_noise(labels, direct.answers, reasoning.answers, tasks, config.checker)
 
-    embeddings = embed(samples, config.embedder, lm, config.batch_size) if noisy.any() and config.k > 0 else None
-    rel = relabel(lm, samples, noisy, reasoning, k=config.k, review=config.review, embeddings=embeddings,
+    embeddings = embed(samples, config.embedder, lm, config.batch_size) if noisy.any() and config.cer else None
+    rel = relabel(lm, samples, noisy, reasoning, k=config.k if config.cer else 0, review=config.review, embeddings=embeddings,
                   max_new_tokens=config.max_new_tokens, **kw)
     if config.entropy_from == "review" and rel.review is not None:
         entropy = response_entropy(rel.review, rel.labels, config.entropy)

@@ -19,7 +19,7 @@ def test_each_ablation_removes_one_component():
     assert base.ablation("wo_selection").beta == 1.0
     assert base.ablation("wo_checker").checker == "reasoning"
     assert base.ablation("wo_reviewer").review == "none"
-    assert base.ablation("wo_cer").k == 0
+    assert base.ablation("wo_cer").cer is False
     rel = base.ablation("wo_rel")
     assert (rel.checker, rel.review, rel.entropy_from) == ("direct", "none", "context")
     for name in ABLATIONS:  # everything else stays as it was
