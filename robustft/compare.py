@@ -80,7 +80,7 @@ def run(seeds: Sequence[int] = (0,), noise_levels: Sequence[int] = NOISE_LEVELS,
         sensitivity: bool = True, betas: Sequence[float] = BETAS, ks: Sequence[int] = KS,
         sensitivity_noise: int = 50, stability: bool = True, run_seeds: Sequence[int] = RUN_SEEDS,
         stability_noise: int = 50, stability_methods: Sequence[str] = STABILITY_METHODS,
-        progress: bool = True, log=print) -> list[dict]:
+        limit: int | None = None, progress: bool = True, log=print) -> list[dict]:
     """Run the comparison; returns every row (also in ``out/runs.jsonl``).
 
     Args:
@@ -93,6 +93,8 @@ def run(seeds: Sequence[int] = (0,), noise_levels: Sequence[int] = NOISE_LEVELS,
         sensitivity, betas, ks, sensitivity_noise: Figure 3 (first seed only).
         stability, run_seeds, stability_noise, stability_methods: Figure 6 (first seed's
             world and model, noise injection and fine-tuning seeded by each run seed).
+        limit: use only the first `limit` training and test questions (a quick look, and
+            the tests); part of every row's key.
     """
     import robustft
     from .denoise import DenoiseConfig
@@ -112,6 +114,8 @@ def run(seeds: Sequence[int] = (0,), noise_levels: Sequence[int] = NOISE_LEVELS,
     for seed in seeds:
         toy = ToyConfig.for_seed(seed)
         bench = make_benchmark(toy.world)
+        if limit is not None:
+            bench.train, bench.test = bench.train[:limit], bench.test[:limit]
         lm = robustft.load_model("toy", config=toy, progress=progress)
         model_id = f"{toy.key()}-{lm.info['fingerprint']}"
         log(f"seed {seed}: toy model {toy.key()}, {len(bench.train)} training and {len(bench.test)} test questions")
@@ -123,7 +127,7 @@ def run(seeds: Sequence[int] = (0,), noise_levels: Sequence[int] = NOISE_LEVELS,
                     "perplexity": float(np.exp(np.log(ppl).mean())), **(extra or {})}
 
         def once(method, noise, run_seed, study, cfg=None, vary=None):
-            settings = {"sft": SFT}
+            settings = {"sft": SFT, **({"limit": limit} if limit is not None else {})}
             if cfg is not None:
                 settings.update(denoise=cfg.to_dict(), embedder=embedder)
             elif method == "selfrag":
@@ -381,6 +385,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-seeds", type=int, nargs="+", default=list(RUN_SEEDS), help="run seeds of the stability study")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the beta/k study")
     p.add_argument("--no-stability", action="store_true", help="skip the run-seed study")
+    p.add_argument("--limit", type=int, default=None, help="only the first N training and test questions (a quick look)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -394,13 +399,15 @@ def check_arguments(args) -> None:
             raise ValueError(f"--noise {n}: give percentages between 1 and 99")
     if any(s < 0 for s in [*args.seeds, *args.run_seeds]):
         raise ValueError("seeds must be >= 0")
+    if args.limit is not None and args.limit < 8:
+        raise ValueError(f"--limit {args.limit}: give at least 8 questions")
 
 
 def main_args(args) -> dict:
     start = time.time()
     rows = run(args.seeds, args.noise, args.out, methods=args.methods, passes=args.passes,
                sensitivity=not args.no_sensitivity, stability=not args.no_stability, run_seeds=args.run_seeds,
-               progress=not args.no_progress)
+               limit=args.limit, progress=not args.no_progress)
     summary = summarize(rows, seconds=round(time.time() - start, 1))
     paths = write_outputs(rows, summary, args.out)
     print()
