@@ -377,6 +377,7 @@ def plot_stability(summary: dict):
 
 # ------------------------------------------------------------------------------ command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `robustft compare` (also used by ``python -m robustft.compare``)."""
     p.add_argument("--out", default="results/compare", help="results folder (resumes from its runs.jsonl)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="benchmark seeds (default 0)")
     p.add_argument("--noise", type=int, nargs="+", default=list(NOISE_LEVELS), help="noise rates in percent")
@@ -404,6 +405,8 @@ def check_arguments(args) -> None:
 
 
 def main_args(args) -> dict:
+    """Run the comparison the parsed options ask for, write compare.json and the figures
+    into ``args.out`` and print the table; returns the summary."""
     start = time.time()
     rows = run(args.seeds, args.noise, args.out, methods=args.methods, passes=args.passes,
                sensitivity=not args.no_sensitivity, stability=not args.no_stability, run_seeds=args.run_seeds,
@@ -414,3 +417,16 @@ def main_args(args) -> dict:
     print(table_text(summary))
     print(f"\n{summary['seconds']} s; wrote " + ", ".join(map(str, paths)))
     return summary
+
+
+def main(argv=None) -> None:
+    """``python -m robustft.compare``: the same as `robustft compare` (no folder check)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    check_arguments(args)
+    main_args(args)
+
+
+if __name__ == "__main__":
+    main()
