@@ -337,7 +337,9 @@ pd.DataFrame({"β": pd.Series(sens.get("beta")), "k": pd.Series(sens.get("k"))})
 #
 # `robustft.perplexity(lm, samples)` is the perplexity of each test question's right answer
 # under a model; lower means the fine-tuned model finds the right answers more natural.
-# Training on wrong labels raises it (SFT at high noise); SelfRAG trains nothing and has none.
+# Training on wrong labels raises it (SFT as the noise rises); the methods that drop samples
+# leave those facts as the base model had them, near Vanilla's perplexity. SelfRAG trains
+# nothing and has none.
 
 # %% tags=["nbval-ignore-output"]
 fig = compare.plot_perplexity(summary)
@@ -347,10 +349,13 @@ ppl.round(2)
 
 # %%
 if MODE == "offline":
-    p = summary["perplexity"]
-    assert p["70"]["sft"]["mean"] > p["30"]["sft"]["mean"]  # more wrong labels, less likely right answers
-    assert p["70"]["robustft_noise_aware"]["mean"] < p["70"]["sft"]["mean"]
-    print("perplexity: SFT's rises with the noise; the noise-aware model's stays below SFT's at 70 %: checked")
+    p = {n: {m: v["mean"] for m, v in summary["perplexity"][str(n)].items()} for n in NOISE_LEVELS}
+    sft_ppl = [p[n]["sft"] for n in NOISE_LEVELS]
+    assert all(a < b for a, b in zip(sft_ppl, sft_ppl[1:])), sft_ppl  # more wrong labels, less likely right answers
+    assert all(p[n]["robustft_noise_aware"] <= p[n]["sft"] + 0.05 for n in NOISE_LEVELS), p
+    assert p[30]["robustft_noise_aware"] < p[30]["vanilla"] - 0.2, p  # right labels learnt: right answers likelier
+    print("perplexity: SFT's rises with the noise; the noise-aware model's is at most SFT's (+0.05) at every "
+          "rate and well below Vanilla's at 30 %: checked")
 
 # %% [markdown]
 # ## Categories (Figure 5)
@@ -366,6 +371,9 @@ pd.DataFrame({compare.LABELS[m]: summary["categories"][mid][m]
 
 # %% [markdown]
 # ## Stability over run seeds (Figure 6)
+#
+# The chapter runs three run seeds (its time budget); `robustft compare` runs five (0–4) by
+# default, and the three-seed run at the end of the chapter has them in its `compare.json`.
 
 # %% tags=["nbval-ignore-output"]
 fig = compare.plot_stability(summary)
