@@ -31,6 +31,16 @@
 # budget of a notebook test); the closing section reads the three-seed run that
 # `robustft compare --seeds 0 1 2` wrote into `results/`.
 
+# %%
+# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "robustft[gpu,embed,book] @ git+https://github.com/robustft/robustft"], check=True)
+
 # %% tags=["parameters"]
 import os
 
