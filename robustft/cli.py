@@ -88,7 +88,7 @@ def cmd_denoise(args) -> None:
     config = DenoiseConfig(checker=args.checker, k=args.k, embedder=args.embedder, review=args.review,
                            beta=args.beta, entropy=args.entropy, entropy_from=args.entropy_from,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                           skip_long=args.skip_long)
+                           skip_long=args.skip_long, strategy=args.strategy)
     samples, noise = _load_data(args.data, args.noise)
     out = Path(args.out)
     name = f"denoise{noise}" if noise is not None else "denoised"
@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entropy-from", default=d.entropy_from, choices=["context", "review", "experts"])
     p.add_argument("--review", default=d.review, choices=["agent", "confidence", "none"],
                    help="how CER and reasoning answers become the label (default: %(default)s)")
+    p.add_argument("--strategy", default=d.strategy, choices=["robustft", "noise_aware"],
+                   help="robustft (the paper's chain) or noise_aware (ours: keep, relabel or flag each label "
+                        "by its posterior; default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--skip-long", action="store_true",

@@ -181,3 +181,13 @@ def test_compare_cli_keeps_a_foreign_folder(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["compare", "--out", str(tmp_path), "--methods", "vanilla"]) == 2
     assert "did not write" in capsys.readouterr().err and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_denoise_command_takes_the_strategy():
+    from robustft.cli import build_parser
+
+    args = build_parser().parse_args(["denoise", "--data", "x.csv", "--out", "o", "--model", "toy",
+                                      "--strategy", "noise_aware"])
+    assert args.strategy == "noise_aware"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["denoise", "--data", "x.csv", "--out", "o", "--model", "toy", "--strategy", "vote"])
