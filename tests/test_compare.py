@@ -140,7 +140,8 @@ def test_summary_has_the_issue_shape():
     assert "| SFT | 0.700 ± 0.141 |" in compare.table_text(s)
 
 
-TINY = dict(seeds=(0,), noise_levels=(70,), methods=("vanilla", "selfrag", "confident_learning"), limit=40,
+TINY = dict(seeds=(0,), noise_levels=(70,), methods=("vanilla", "selfrag", "confident_learning", "robustft_noise_aware"),
+            limit=40,
             sensitivity=False, stability=True, run_seeds=(0, 1), stability_methods=("sft",), stability_noise=70,
             progress=False, log=lambda *a: None)
 
@@ -149,19 +150,21 @@ def test_a_tiny_comparison_writes_compare_json_and_figures(tmp_path):
     rows = compare.run(out=tmp_path, **TINY)
     assert [(r["method"], r["noise"], r["study"]) for r in rows] == [
         ("vanilla", None, "table"), ("selfrag", 70, "table"), ("confident_learning", 70, "table"),
-        ("sft", 70, "stability"), ("sft", 70, "stability")]
+        ("robustft_noise_aware", 70, "table"), ("sft", 70, "stability"), ("sft", 70, "stability")]
     assert 0.3 <= rows[0]["accuracy"] <= 0.9 and rows[0]["perplexity"] > 1.0
     assert rows[2]["detection"]["n"] == 40 and rows[2]["perplexity"] > 1.0
+    noise_aware = rows[3]["detection"]
+    assert noise_aware["kept"] == 40 and 0.0 <= noise_aware["noise_rate"] <= 0.75  # nothing dropped; ε estimated
     paths = compare.write_outputs(rows, compare.summarize(rows), tmp_path)
     result = json.loads((tmp_path / "compare.json").read_text())
-    assert set(result["noise"]["70"]) == {"vanilla", "selfrag", "confident_learning"}
+    assert set(result["noise"]["70"]) == {"vanilla", "selfrag", "confident_learning", "robustft_noise_aware"}
     assert result["noise"]["70"]["vanilla"] == {"mean": rows[0]["accuracy"], "std": 0.0}
-    assert set(result["detection"]["70"]) == {"confident_learning"}
+    assert set(result["detection"]["70"]) == {"confident_learning", "robustft_noise_aware"}
     assert result["stability"]["run_seeds"] == [0, 1] and len(result["stability"]["methods"]["sft"]["values"]) == 2
     assert (tmp_path / "accuracy.png").stat().st_size > 10_000 and tmp_path / "stability.png" in paths
     again = compare.run(out=tmp_path, **TINY)
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]  # read back
-    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 5
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 6
 
 
 @pytest.mark.parametrize("argv, message", [
