@@ -4,6 +4,7 @@
     robustft finetune --data runs/arc30/denoise30.csv --model toy --out runs/arc30-lora
     robustft evaluate --data test.csv --model toy --adapter runs/arc30-lora
     robustft demo     --out results/demo --seeds 0 1 2
+    robustft compare  --out results/compare --seeds 0 1 2
 
 `--model` takes a Hugging Face id, a local folder, or `toy` / `toy:N` (the offline model of
 seed N). `--data` takes a file (official CSV, JSON, JSONL, Alpaca) or an official dataset
@@ -87,7 +88,7 @@ def cmd_denoise(args) -> None:
     config = DenoiseConfig(checker=args.checker, k=args.k, embedder=args.embedder, review=args.review,
                            beta=args.beta, entropy=args.entropy, entropy_from=args.entropy_from,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                           skip_long=args.skip_long)
+                           skip_long=args.skip_long, strategy=args.strategy)
     samples, noise = _load_data(args.data, args.noise)
     out = Path(args.out)
     name = f"denoise{noise}" if noise is not None else "denoised"
@@ -162,6 +163,14 @@ def cmd_demo(args) -> None:
     demo.main_args(args)
 
 
+def cmd_compare(args) -> None:
+    from robustft import compare
+
+    compare.check_arguments(args)
+    _claim_out(Path(args.out), False, {"command": "compare"})
+    compare.main_args(args)
+
+
 # ------------------------------------------------------------------------------ parser
 def _common(p, model=True):
     if model:
@@ -193,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entropy-from", default=d.entropy_from, choices=["context", "review", "experts"])
     p.add_argument("--review", default=d.review, choices=["agent", "confidence", "none"],
                    help="how CER and reasoning answers become the label (default: %(default)s)")
+    p.add_argument("--strategy", default=d.strategy, choices=["robustft", "noise_aware"],
+                   help="robustft (the paper's chain) or noise_aware (ours: keep, relabel or flag each label "
+                        "by its posterior; default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--skip-long", action="store_true",
@@ -230,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("compare", help="every method, the ablations, sensitivity and stability (offline benchmark)",
+                       description="RobustFT against Vanilla, SFT, SelfSelect, SelfRAG, NoiseAL, confident "
+                                   "learning and our noise-aware variant, the ablations, sensitivity to beta "
+                                   "and k, perplexity, categories and stability; writes compare.json and "
+                                   "figures. Resumes from --out.")
+    from robustft.compare import add_arguments as compare_arguments
+
+    compare_arguments(p)
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

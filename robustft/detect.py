@@ -41,7 +41,19 @@ def either_checker(labels, direct, reasoning, tasks) -> np.ndarray:
                      for y, d, r, t in zip(labels, direct, reasoning, tasks)], dtype=bool)
 
 
-CHECKERS: dict[str, Checker] = {"agree": agree_checker, "either": either_checker}
+def reasoning_checker(labels, direct, reasoning, tasks) -> np.ndarray:
+    """One expert, no checker (the paper's w/o Checker): noisy where the reasoning-enhanced
+    expert disagrees with the label. [n] bool."""
+    return np.array([not answers_match(r, y, t) for y, r, t in zip(labels, reasoning, tasks)], dtype=bool)
+
+
+def direct_checker(labels, direct, reasoning, tasks) -> np.ndarray:
+    """The direct expert alone (the paper's w/o REL): noisy where it disagrees with the label. [n] bool."""
+    return np.array([not answers_match(d, y, t) for y, d, t in zip(labels, direct, tasks)], dtype=bool)
+
+
+CHECKERS: dict[str, Checker] = {"agree": agree_checker, "either": either_checker,
+                                "reasoning": reasoning_checker, "direct": direct_checker}
 
 
 def detect_noise(labels: Sequence[str], direct: Sequence[str | None], reasoning: Sequence[str | None],

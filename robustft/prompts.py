@@ -34,6 +34,9 @@ CHECKER_INSTRUCTION = (
     "Decide whether the given label of the question below is wrong. Two experts' answers are "
     "shown. Reply 'Yes' if the label is noisy, otherwise 'No'."
 )
+SELF_SELECT_INSTRUCTION = (
+    "Is the given answer to the question below correct? Reply 'Yes' if it is correct, otherwise 'No'."
+)
 
 
 def format_question(sample: Sample) -> str:
@@ -90,6 +93,13 @@ def checker_prompt(sample: Sample, direct_answer: str, reasoning_answer: str) ->
         f"Given label: {sample.answer}\n"
         f"Expert 1: {direct_answer}\nExpert 2: {reasoning_answer}\n"
     )
+
+
+def self_select_prompt(sample: Sample) -> str:
+    """SelfSelect (a baseline): the model judges the given label alone, no experts. The
+    verdict follows as ``Answer: Yes`` / ``Answer: No`` (scored, like an option text)."""
+    given = answer_line(sample, by="text")[len(ANSWER_PREFIX):].strip()
+    return f"{SELF_SELECT_INSTRUCTION}\n\n{format_question(sample)}\nGiven answer: {given}\n"
 
 
 _ANSWER_RE = re.compile(rf"{ANSWER_PREFIX}\s*\(?\s*([^\n]*)", re.IGNORECASE)

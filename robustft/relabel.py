@@ -274,7 +274,7 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
     Args:
         reasoning: the reasoning-enhanced expert's pass over all n samples (its steps and
             answer go into the review prompt).
-        k: worked examples per question (the paper uses 3).
+        k: worked examples per question (the paper uses 3; 0: none, the question alone).
         embedder: see `embed`; ignored when `embeddings` ([n, d]) are given.
         review: "agent" (the paper's review prompt), "confidence" (`review_by_confidence`
             with CER's answer NLL and the reasoning's largest token NLL), or "none" (the CER
@@ -288,9 +288,12 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
     if len(idx) == 0:  # nothing flagged: no retrieval, no model pass
         empty = ExpertOutputs.from_rows([])
         return Relabels(idx, np.zeros((0, k), dtype=np.int64), empty, empty if review == "agent" else None, [])
-    if embeddings is None:
-        embeddings = embed(samples, embedder, lm, batch_size)
-    neighbours = nearest_clean(embeddings, ~noisy, idx, k)
+    if k == 0:  # no worked examples (the paper's w/o CER): the question alone
+        neighbours = np.zeros((len(idx), 0), dtype=np.int64)
+    else:
+        if embeddings is None:
+            embeddings = embed(samples, embedder, lm, batch_size)
+        neighbours = nearest_clean(embeddings, ~noisy, idx, k)
     targets = [samples[i] for i in idx]
     prompts = fit_context_prompts(lm, targets, [[samples[j] for j in row if j >= 0] for row in neighbours],
                                   room=max_new_tokens)

@@ -1,0 +1,432 @@
+"""The paper's comparison on the offline benchmark (`robustft compare`): every method, the
+ablations, and the analyses of its Figures 3–6.
+
+For each seed (a world and its toy model) and noise rate, each method of `METHODS` gives a
+training set, the toy model is LoRA-tuned on it with the benchmark's settings, and the tuned
+model is scored on the clean test set: accuracy, accuracy per category (Figure 5), and the
+perplexity of the gold answers (Figure 4). Vanilla is the base model; SelfRAG answers with
+retrieved training samples and trains nothing. Then:
+
+- **sensitivity** (Figure 3): RobustFT with β and k varied one at a time, on the first seed
+  at one noise rate;
+- **stability** (Figure 6): a few methods over several *run* seeds (the seed of the noise
+  injection and of fine-tuning) on the first seed's world and model — only the toy models of
+  seeds 0–2 ship, so the world stays fixed and the runs vary.
+
+Rows are appended to ``runs.jsonl`` in the output folder as they finish, keyed by the model
+(config hash and weights' fingerprint), seed, run seed, method, noise and every setting, so
+an interrupted comparison resumes and a changed setting is recomputed. Expert passes are kept
+under ``passes/seed{S}-noise{N}`` (the layout `robustft.demo` and the book use), so methods
+and chapters that ask the model the same prompts share them. `summarize` writes
+``compare.json``: ``{"noise": {"30": {method: {"mean", "std"}}}, ...}`` and the analyses.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .data import NOISE_LEVELS
+from .runlog import RunLog
+
+TABLE = ("vanilla", "sft", "robustft", "robustft_noise_aware", "selfselect", "selfrag", "noiseal",
+         "confident_learning")
+ABLATION_ROWS = ("wo_selection", "wo_checker", "wo_reviewer", "wo_cer", "wo_rel")
+METHODS = TABLE + ABLATION_ROWS
+LABELS = {"vanilla": "Vanilla", "sft": "SFT", "robustft": "RobustFT", "robustft_noise_aware": "RobustFT noise-aware (ours)",
+          "selfselect": "SelfSelect", "selfrag": "SelfRAG", "noiseal": "NoiseAL",
+          "confident_learning": "Confident learning", "wo_selection": "w/o Selection", "wo_checker": "w/o Checker",
+          "wo_reviewer": "w/o Reviewer", "wo_cer": "w/o CER", "wo_rel": "w/o REL"}
+DETECTION = ("precision", "recall", "f1", "label_accuracy", "kept")
+BETAS, KS = (0.25, 0.5, 0.75, 1.0), (1, 3, 5)
+RUN_SEEDS = (0, 1, 2, 3, 4)
+STABILITY_METHODS = ("sft", "robustft", "robustft_noise_aware")
+
+
+def method_config(method: str, base):
+    """The `DenoiseConfig` a denoising method runs with (None for methods that need none)."""
+    import dataclasses
+
+    if method in ("robustft", "selfselect", "noiseal", "confident_learning"):
+        return base
+    if method == "robustft_noise_aware":
+        return dataclasses.replace(base, strategy="noise_aware")
+    if method in ABLATION_ROWS:
+        return base.ablation(method)
+    return None
+
+
+def denoiser(method: str):
+    """The function that turns a noisy training set into a denoised one for a method:
+    `robustft.denoise` (RobustFT, the noise-aware variant, the ablations) or a baseline of
+    `robustft.baselines`; each is called as ``fn(samples, lm, config, out=..., progress=...)``."""
+    return _denoiser(method)
+
+
+def _denoiser(method: str):
+    from . import baselines
+    from .denoise import denoise
+
+    return {"selfselect": baselines.self_select, "noiseal": baselines.noiseal,
+            "confident_learning": baselines.confident_learning}.get(method, denoise)
+
+
+def run(seeds: Sequence[int] = (0,), noise_levels: Sequence[int] = NOISE_LEVELS, out: str | Path = "results/compare",
+        *, methods: Sequence[str] = METHODS, passes: str | Path | None = None, config=None,
+        sensitivity: bool = True, betas: Sequence[float] = BETAS, ks: Sequence[int] = KS,
+        sensitivity_noise: int = 50, stability: bool = True, run_seeds: Sequence[int] = RUN_SEEDS,
+        stability_noise: int = 50, stability_methods: Sequence[str] = STABILITY_METHODS,
+        limit: int | None = None, progress: bool = True, log=print) -> list[dict]:
+    """Run the comparison; returns every row (also in ``out/runs.jsonl``).
+
+    Args:
+        seeds: benchmark seeds (a world and its toy model each; 0, 1, 2 ship).
+        noise_levels: noise rates in percent.
+        methods: a subset of `METHODS`.
+        passes: the folder of expert passes (default ``out/passes``); the book passes
+            ``runs/denoise`` to share them with the other chapters.
+        config: the base `DenoiseConfig` (default `DenoiseConfig()`).
+        sensitivity, betas, ks, sensitivity_noise: Figure 3 (first seed only).
+        stability, run_seeds, stability_noise, stability_methods: Figure 6 (first seed's
+            world and model, noise injection and fine-tuning seeded by each run seed).
+        limit: use only the first `limit` training and test questions (a quick look, and
+            the tests); part of every row's key.
+    """
+    import robustft
+    from .denoise import DenoiseConfig
+    from .offline import TOY_SFT as SFT
+    from .offline import ToyConfig, make_benchmark
+    from .relabel import resolve_embedder
+
+    unknown = [m for m in [*methods, *(stability_methods if stability else ())] if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
+    base = config or DenoiseConfig()
+    out = Path(out)
+    passes = Path(passes) if passes is not None else out / "passes"
+    runlog = RunLog(out / "runs.jsonl", key=("model", "seed", "run_seed", "method", "noise", "settings"))
+    embedder = resolve_embedder(base.embedder)
+    rows = []
+    for seed in seeds:
+        toy = ToyConfig.for_seed(seed)
+        bench = make_benchmark(toy.world)
+        if limit is not None:
+            bench.train, bench.test = bench.train[:limit], bench.test[:limit]
+        lm = robustft.load_model("toy", config=toy, progress=progress)
+        model_id = f"{toy.key()}-{lm.info['fingerprint']}"
+        log(f"seed {seed}: toy model {toy.key()}, {len(bench.train)} training and {len(bench.test)} test questions")
+
+        def scored(model, extra=None):
+            result = robustft.evaluate(model, bench.test, progress=False)
+            ppl = robustft.perplexity(model, bench.test)
+            return {"accuracy": result.accuracy, "by_category": result.by_category,
+                    "perplexity": float(np.exp(np.log(ppl).mean())), **(extra or {})}
+
+        def once(method, noise, run_seed, study, cfg=None, vary=None):
+            settings = {"sft": SFT, **({"limit": limit} if limit is not None else {})}
+            if cfg is not None:
+                settings.update(denoise=cfg.to_dict(), embedder=embedder)
+            elif method == "selfrag":
+                settings.update(k=base.k, embedder=embedder)
+            key = dict(model=model_id, seed=seed, run_seed=run_seed, method=method, noise=noise, settings=settings)
+            row = runlog.get(**key)
+            t = time.time()
+            if row is None:
+                row = runlog.add({**key, **compute(method, noise, run_seed, cfg), "seconds": round(time.time() - t, 1)})
+                how = f"{row['seconds']} s"
+            else:
+                how = "read back"
+            rows.append({**row, "study": study, **({"vary": vary} if vary else {})})
+            d = row.get("detection") or {}
+            extra = f"  [flags P {d['precision']:.2f} R {d['recall']:.2f} F1 {d['f1']:.2f}]" if d.get("f1") is not None else ""
+            at = "" if noise is None else f" @ {noise} %"
+            log(f"  {study:>11} {method:>22}{at} (run seed {run_seed}): {row['accuracy']:.3f} ({how}){extra}")
+            return row
+
+        def compute(method, noise, run_seed, cfg):
+            if method == "vanilla":
+                return scored(lm)
+            train, _ = robustft.inject_noise(bench.train, noise / 100, seed=run_seed)
+            if method == "sft":
+                return scored(robustft.finetune(lm, train, seed=run_seed, progress=progress, **SFT))
+            if method == "selfrag":
+                from .baselines import self_rag
+
+                result = self_rag(lm, train, bench.test, k=base.k, embedder=base.embedder)
+                return {"accuracy": result.accuracy, "by_category": result.by_category, "perplexity": None}
+            result = _denoiser(method)(train, lm, cfg, out=passes / f"seed{seed}-noise{noise}", progress=progress)
+            tuned = robustft.finetune(lm, result.samples, seed=run_seed, progress=progress, **SFT)
+            report = {k: v for k, v in (result.report or {}).items()}
+            if "noise_rate" in result.stats:
+                report["noise_rate"] = result.stats["noise_rate"]
+            return scored(tuned, {"detection": {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                                for k, v in report.items()}})
+
+        if "vanilla" in methods:  # the base model: the same at every noise rate
+            once("vanilla", None, seed, "table")
+        for noise in noise_levels:
+            for method in methods:
+                if method != "vanilla":
+                    once(method, noise, seed, "table", method_config(method, base))
+        if seed != seeds[0]:
+            continue
+        if sensitivity:
+            import dataclasses
+
+            for beta in betas:
+                once("robustft", sensitivity_noise, seed, "sensitivity", dataclasses.replace(base, beta=beta), "beta")
+            for k in ks:
+                once("robustft", sensitivity_noise, seed, "sensitivity", dataclasses.replace(base, k=k), "k")
+        if stability:
+            for run_seed in run_seeds:
+                for method in stability_methods:
+                    once(method, stability_noise, run_seed, "stability", method_config(method, base))
+    return rows
+
+
+# ------------------------------------------------------------------------------ summary
+def mean_std(values: Sequence[float]) -> dict:
+    """{"mean", "std"} of the finite values (sample std; 0 for one value; nan for none)."""
+    v = [float(x) for x in values if x is not None and np.isfinite(x)]
+    if not v:
+        return {"mean": float("nan"), "std": float("nan")}
+    return {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
+
+
+def summarize(rows: list[dict], seconds: float | None = None) -> dict:
+    """``compare.json``: accuracy per noise rate and method as ``{"mean", "std"}`` over
+    seeds (Vanilla repeated at every rate), and per noise rate the detection report,
+    perplexity and per-category accuracy of each method; the sensitivity and stability
+    studies."""
+    table = [r for r in rows if r["study"] == "table"]
+    seeds = sorted({r["seed"] for r in table})
+    noises = sorted({r["noise"] for r in table if r["method"] != "vanilla"})
+    methods = [m for m in METHODS if any(r["method"] == m for r in table)]
+
+    def pick(method, noise):
+        return [r for r in table if r["method"] == method and (method == "vanilla" or r["noise"] == noise)]
+
+    # Vanilla does not depend on the noise: one row per seed (the first of each).
+    vanilla = {r["seed"]: r for r in table if r["method"] == "vanilla"}
+    summary = {"noise": {}, "detection": {}, "perplexity": {}, "categories": {}, "seeds": seeds, "seconds": seconds}
+    for noise in noises:
+        n = str(noise)
+        summary["noise"][n], summary["detection"][n], summary["perplexity"][n], summary["categories"][n] = {}, {}, {}, {}
+        for m in methods:
+            rs = list(vanilla.values()) if m == "vanilla" else pick(m, noise)
+            summary["noise"][n][m] = mean_std([r["accuracy"] for r in rs])
+            summary["perplexity"][n][m] = mean_std([r.get("perplexity") for r in rs])
+            cats = sorted({c for r in rs for c in r.get("by_category", {})})
+            summary["categories"][n][m] = {c: mean_std([r["by_category"].get(c) for r in rs])["mean"] for c in cats}
+            if any(r.get("detection") for r in rs):
+                summary["detection"][n][m] = {k: mean_std([(r.get("detection") or {}).get(k) for r in rs])
+                                              for k in DETECTION}
+    sens = [r for r in rows if r["study"] == "sensitivity"]
+    if sens:
+        summary["sensitivity"] = {"noise": sens[0]["noise"], "seed": sens[0]["seed"], "beta": {}, "k": {}}
+        for r in sens:
+            summary["sensitivity"][r["vary"]][str(r["settings"]["denoise"][r["vary"]])] = r["accuracy"]
+    stab = [r for r in rows if r["study"] == "stability"]
+    if stab:
+        summary["stability"] = {"noise": stab[0]["noise"], "seed": stab[0]["seed"],
+                                "run_seeds": sorted({r["run_seed"] for r in stab}), "methods": {}}
+        for m in dict.fromkeys(r["method"] for r in stab):
+            vals = [r["accuracy"] for r in stab if r["method"] == m]
+            summary["stability"]["methods"][m] = {"values": vals, **mean_std(vals)}
+    return summary
+
+
+def table_text(summary: dict) -> str:
+    """The accuracy table (methods × noise rates, mean ± std) as Markdown."""
+    noises = list(summary["noise"])
+    methods = list(next(iter(summary["noise"].values())))
+    lines = ["| method | " + " | ".join(f"{n} %" for n in noises) + " |", "|---" * (len(noises) + 1) + "|"]
+    for m in methods:
+        cells = [summary["noise"][n][m] for n in noises]
+        lines.append(f"| {LABELS[m]} | " + " | ".join(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ figures
+def write_outputs(rows: list[dict], summary: dict, out: str | Path) -> list[Path]:
+    """compare.json and the figures: accuracy, sensitivity, perplexity, categories,
+    stability (PNG; the figures need matplotlib)."""
+    from .denoise import write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_json(out / "compare.json", summary)]
+    try:
+        import matplotlib.pyplot as plt  # headless, matplotlib picks a file backend itself
+    except ImportError:  # matplotlib is in the `compare`/`book` extras, not the core install
+        return paths
+    for name, fn in (("accuracy", plot_accuracy), ("sensitivity", plot_sensitivity), ("perplexity", plot_perplexity),
+                     ("categories", plot_categories), ("stability", plot_stability)):
+        fig = fn(summary)
+        if fig is not None:
+            fig.savefig(out / f"{name}.png", dpi=110)
+            plt.close(fig)
+            paths.append(out / f"{name}.png")
+    return paths
+
+
+def _grouped_bars(ax, groups: list[str], series: dict[str, list], errors: dict[str, list] | None = None):
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(groups))
+    for i, (label, vals) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, yerr=(errors or {}).get(label),
+               capsize=2, label=label)
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups)
+
+
+def plot_accuracy(summary: dict):
+    """Figure: test accuracy of every method at every noise rate (mean ± std over seeds)."""
+    import matplotlib.pyplot as plt
+
+    noises = list(summary["noise"])
+    methods = list(summary["noise"][noises[0]])
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    _grouped_bars(ax, [f"{n} %" for n in noises],
+                  {LABELS[m]: [summary["noise"][n][m]["mean"] for n in noises] for m in methods},
+                  {LABELS[m]: [summary["noise"][n][m]["std"] for n in noises] for m in methods})
+    ax.set_ylabel("test accuracy")
+    ax.set_xlabel("wrong training labels")
+    ax.set_ylim(0, 1)
+    ax.legend(ncol=5, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    ax.set_title(f"Every method, seeds {', '.join(map(str, summary['seeds']))}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sensitivity(summary: dict):
+    """Figure 3: RobustFT's accuracy against β and against k."""
+    import matplotlib.pyplot as plt
+
+    s = summary.get("sensitivity")
+    if not s:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3), sharey=True)
+    for ax, name, xlabel in ((axes[0], "beta", "β (fraction of relabels kept)"), (axes[1], "k", "k (worked examples)")):
+        xs = sorted(s[name], key=float)
+        ax.plot([float(x) for x in xs], [s[name][x] for x in xs], "o-")
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel("test accuracy")
+    fig.suptitle(f"RobustFT's sensitivity at {s['noise']} % noise (seed {s['seed']})")
+    fig.tight_layout()
+    return fig
+
+
+def plot_perplexity(summary: dict):
+    """Figure 4: perplexity of the gold test answers under each fine-tuned model."""
+    import matplotlib.pyplot as plt
+
+    noises = list(summary["perplexity"])
+    methods = [m for m in summary["perplexity"][noises[0]] if np.isfinite(summary["perplexity"][noises[0]][m]["mean"])]
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    _grouped_bars(ax, [f"{n} %" for n in noises],
+                  {LABELS[m]: [summary["perplexity"][n][m]["mean"] for n in noises] for m in methods})
+    ax.set_ylabel("perplexity of the gold answers")
+    ax.set_yscale("log")
+    ax.legend(ncol=4, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    fig.tight_layout()
+    return fig
+
+
+def plot_categories(summary: dict, methods: Sequence[str] = ("vanilla", "sft", "robustft", "robustft_noise_aware")):
+    """Figure 5: accuracy per category at the middle noise rate."""
+    import matplotlib.pyplot as plt
+
+    noises = list(summary["categories"])
+    n = noises[len(noises) // 2]
+    methods = [m for m in methods if m in summary["categories"][n]]
+    cats = sorted({c for m in methods for c in summary["categories"][n][m]})
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    _grouped_bars(ax, cats, {LABELS[m]: [summary["categories"][n][m].get(c, np.nan) for c in cats] for m in methods})
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Accuracy per category at {n} % noise")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_stability(summary: dict):
+    """Figure 6: accuracy over run seeds, one box per method."""
+    import matplotlib.pyplot as plt
+
+    s = summary.get("stability")
+    if not s:
+        return None
+    methods = list(s["methods"])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.boxplot([s["methods"][m]["values"] for m in methods])
+    for i, m in enumerate(methods, 1):
+        ax.plot([i] * len(s["methods"][m]["values"]), s["methods"][m]["values"], "k.", alpha=0.6)
+    ax.set_xticks(range(1, len(methods) + 1))
+    ax.set_xticklabels([LABELS[m] for m in methods], fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Over run seeds {s['run_seeds']} at {s['noise']} % noise (world and model of seed {s['seed']})")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------ command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `robustft compare` (also used by ``python -m robustft.compare``)."""
+    p.add_argument("--out", default="results/compare", help="results folder (resumes from its runs.jsonl)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="benchmark seeds (default 0)")
+    p.add_argument("--noise", type=int, nargs="+", default=list(NOISE_LEVELS), help="noise rates in percent")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods (default: all)")
+    p.add_argument("--passes", default=None, help="folder of expert passes to share (default OUT/passes)")
+    p.add_argument("--run-seeds", type=int, nargs="+", default=list(RUN_SEEDS), help="run seeds of the stability study")
+    p.add_argument("--no-sensitivity", action="store_true", help="skip the beta/k study")
+    p.add_argument("--no-stability", action="store_true", help="skip the run-seed study")
+    p.add_argument("--limit", type=int, default=None, help="only the first N training and test questions (a quick look)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def check_arguments(args) -> None:
+    """Raise ValueError with a one-line message for arguments that cannot run."""
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method {bad[0]!r}; use some of {', '.join(METHODS)}")
+    for n in args.noise:
+        if not 0 < n < 100:
+            raise ValueError(f"--noise {n}: give percentages between 1 and 99")
+    if any(s < 0 for s in [*args.seeds, *args.run_seeds]):
+        raise ValueError("seeds must be >= 0")
+    if args.limit is not None and args.limit < 8:
+        raise ValueError(f"--limit {args.limit}: give at least 8 questions")
+
+
+def main_args(args) -> dict:
+    """Run the comparison the parsed options ask for, write compare.json and the figures
+    into ``args.out`` and print the table; returns the summary."""
+    start = time.time()
+    rows = run(args.seeds, args.noise, args.out, methods=args.methods, passes=args.passes,
+               sensitivity=not args.no_sensitivity, stability=not args.no_stability, run_seeds=args.run_seeds,
+               limit=args.limit, progress=not args.no_progress)
+    summary = summarize(rows, seconds=round(time.time() - start, 1))
+    paths = write_outputs(rows, summary, args.out)
+    print()
+    print(table_text(summary))
+    print(f"\n{summary['seconds']} s; wrote " + ", ".join(map(str, paths)))
+    return summary
+
+
+def main(argv=None) -> None:
+    """``python -m robustft.compare``: the same as `robustft compare` (no folder check)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    check_arguments(args)
+    main_args(args)
+
+
+if __name__ == "__main__":
+    main()
