@@ -35,14 +35,15 @@
 # batched generation) on the official noisy CSVs, whose `labeled.csv` gives the true labels.
 
 # %%
-# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+# On Colab: install robustft with its GPU, retrieval and comparison extras (Colab brings
+# torch). Elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "robustft[gpu,embed,book] @ git+https://github.com/robustft/robustft"], check=True)
+                    "robustft[gpu,embed,compare] @ git+https://github.com/robustft/robustft"], check=True)
 
 # %% tags=["parameters"]
 import os

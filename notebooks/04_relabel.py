@@ -34,14 +34,15 @@
 # in 4 bits (it fits Colab's 16 GB T4 with room to spare) on the official noisy CSVs.
 
 # %%
-# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+# On Colab: install robustft with its GPU, retrieval and comparison extras (Colab brings
+# torch). Elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "robustft[gpu,embed,book] @ git+https://github.com/robustft/robustft"], check=True)
+                    "robustft[gpu,embed,compare] @ git+https://github.com/robustft/robustft"], check=True)
 
 # %% tags=["parameters"]
 import os

@@ -38,14 +38,15 @@
 # adapters on a 4-bit instruct model with the paper's noisy files, for one seed.
 
 # %%
-# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+# On Colab: install robustft with its GPU, retrieval and comparison extras (Colab brings
+# torch). Elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "robustft[gpu,embed,book] @ git+https://github.com/robustft/robustft"], check=True)
+                    "robustft[gpu,embed,compare] @ git+https://github.com/robustft/robustft"], check=True)
 
 # %% tags=["parameters"]
 import os

@@ -252,6 +252,18 @@ def table_text(summary: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ figures
+def _strict_json(x):
+    """x with every nan/inf float as None: compare.json is strict JSON (null = no value, e.g.
+    SelfRAG has no fine-tuned model whose perplexity could be measured)."""
+    if isinstance(x, dict):
+        return {k: _strict_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict_json(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
 def write_outputs(rows: list[dict], summary: dict, out: str | Path) -> list[Path]:
     """compare.json and the figures: accuracy, sensitivity, perplexity, categories,
     stability (PNG; the figures need matplotlib)."""
@@ -259,7 +271,7 @@ def write_outputs(rows: list[dict], summary: dict, out: str | Path) -> list[Path
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [write_json(out / "compare.json", summary)]
+    paths = [write_json(out / "compare.json", _strict_json(summary))]
     try:
         import matplotlib.pyplot as plt  # headless, matplotlib picks a file backend itself
     except ImportError:  # matplotlib is in the `compare`/`book` extras, not the core install

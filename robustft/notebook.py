@@ -13,14 +13,15 @@ from __future__ import annotations
 REPOSITORY = "https://github.com/robustft/robustft"
 
 COLAB_INSTALL_CELL = f'''\
-# On Colab: install robustft with its GPU extras (Colab brings torch). Elsewhere: nothing.
+# On Colab: install robustft with its GPU, retrieval and comparison extras (Colab brings
+# torch). Elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
     import subprocess
 
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "robustft[gpu,embed,book] @ git+{REPOSITORY}"], check=True)'''
+                    "robustft[gpu,embed,compare] @ git+{REPOSITORY}"], check=True)'''
 
 
 def glue(name: str, value, display: bool = False):

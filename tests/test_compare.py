@@ -156,7 +156,9 @@ def test_a_tiny_comparison_writes_compare_json_and_figures(tmp_path):
     noise_aware = rows[3]["detection"]
     assert noise_aware["kept"] == 40 and 0.0 <= noise_aware["noise_rate"] <= 0.75  # nothing dropped; ε estimated
     paths = compare.write_outputs(rows, compare.summarize(rows), tmp_path)
-    result = json.loads((tmp_path / "compare.json").read_text())
+    result = json.loads((tmp_path / "compare.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"compare.json holds {c}: not strict JSON"))
+    assert result["perplexity"]["70"]["selfrag"] == {"mean": None, "std": None}  # no fine-tuned model: null, not NaN
     assert set(result["noise"]["70"]) == {"vanilla", "selfrag", "confident_learning", "robustft_noise_aware"}
     assert result["noise"]["70"]["vanilla"] == {"mean": rows[0]["accuracy"], "std": 0.0}
     assert set(result["detection"]["70"]) == {"confident_learning", "robustft_noise_aware"}
