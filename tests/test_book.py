@@ -75,7 +75,10 @@ def test_chapter_page_has_colab_button_plots_and_math(built_book, name):
     html = (built_book / "notebooks" / f"{name}.html").read_text()
     assert f"colab.research.google.com/github/robustft/robustft/blob/main/notebooks/{name}.ipynb" in html
     assert re.search(r'<img[^>]+src="[^"]+\.png"', html), "a rendered plot"
-    assert '_static/mathjax/tex-chtml.js"' in html  # MathJax ships with the book: math renders offline
+    # MathJax ships with the book (sphinx-mathjax-offline): pages with math render offline too.
+    assert not re.search(r"https?://[^\"']*mathjax", html, flags=re.I)
+    if 'class="math' in html:
+        assert '_static/mathjax/tex-chtml.js"' in html
     assert "Traceback (most recent call last)" not in html, "a cell's stored output is an error"
 
 
