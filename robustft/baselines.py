@@ -33,11 +33,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .denoise import CLEAN, DROPPED, SELECTED, DenoiseConfig, DenoiseResult, detection_report
+from .denoise import CLEAN, DROPPED, SELECTED, DenoiseConfig, DenoiseResult, detection_report, training_set
+from .detect import run_direct_expert
 from .experts import PassStore, run_pass
 from .metrics import EvalResult
 from .model import LanguageModel
-from .prompts import direct_prompt, self_select_prompt
+from .prompts import self_select_prompt
 from .sample import MC, Sample, letter_index
 
 
@@ -99,8 +100,8 @@ def _store(out):
 
 
 def _direct(lm, samples, config, store, progress):
-    return run_pass("direct", lm, samples, [direct_prompt(s) for s in samples], max_new_tokens=config.max_new_tokens,
-                    batch_size=config.batch_size, store=store, progress=progress)
+    return run_direct_expert(lm, samples, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+                             store=store, progress=progress)
 
 
 def _check_mc(samples, name):
@@ -109,8 +110,7 @@ def _check_mc(samples, name):
 
 
 def _result(samples, provenance, config, stats=None) -> DenoiseResult:
-    kept = [s if p["stage"] == CLEAN else s.with_answer(p["label"])
-            for s, p in zip(samples, provenance) if p["stage"] != DROPPED]
+    kept = training_set(samples, provenance)
     report = detection_report(samples, provenance) if all(s.clean_answer is not None for s in samples) else None
     return DenoiseResult(kept, provenance, config, report, stats or {})
 

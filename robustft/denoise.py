@@ -253,8 +253,7 @@ def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, stor
         else:
             row.update(stage=CLEAN, label=s.answer)
         provenance.append(row)
-    kept = [s if p["stage"] == CLEAN else s.with_answer(p["label"])
-            for s, p in zip(samples, provenance) if p["stage"] != DROPPED]
+    kept = training_set(samples, provenance)
     passes = {"direct": direct, "reasoning": reasoning, "context": rel.context, "review": rel.review}
     return kept, provenance, {"seconds": {k: round(v.seconds, 2) for k, v in passes.items() if v is not None}}
 
@@ -288,8 +287,16 @@ def _noise_aware(samples: list[Sample], direct, reasoning):
             if post.noisy[j]:
                 provenance[i].update(stage=SELECTED, label=new)
         stats["noise_rate"] = float(post.noise_rate)
-    kept = [s if p["stage"] == CLEAN else s.with_answer(p["label"]) for s, p in zip(samples, provenance)]
+    kept = training_set(samples, provenance)
     return kept, provenance, stats
+
+
+def training_set(samples: Sequence[Sample], provenance: Sequence[dict]) -> list[Sample]:
+    """The samples a run trains on, in input order: clean ones as given, selected ones with
+    their new label; dropped (and skipped) ones left out. The one rule for every strategy and
+    baseline that writes provenance rows."""
+    return [s if p["stage"] == CLEAN else s.with_answer(p["label"])
+            for s, p in zip(samples, provenance) if p["stage"] in (CLEAN, SELECTED)]
 
 
 def _num(v):

@@ -85,12 +85,20 @@ def detect_noise(labels: Sequence[str], direct: Sequence[str | None], reasoning:
     return flags
 
 
+def run_direct_expert(lm: LanguageModel, samples: Sequence[Sample], *, max_new_tokens: int = 64,
+                      batch_size: int = 64, store: PassStore | None = None, progress: bool = True) -> ExpertOutputs:
+    """The direct expert alone (option scoring; short answers by generation). One call for
+    every user of this pass, so the baselines share its stored batches with `denoise`."""
+    return run_pass("direct", lm, samples, [direct_prompt(s) for s in samples],
+                    max_new_tokens=max_new_tokens, batch_size=batch_size, store=store, progress=progress)
+
+
 def run_detection_experts(lm: LanguageModel, samples: Sequence[Sample], *, max_new_tokens: int = 64,
                           batch_size: int = 64, store: PassStore | None = None,
                           progress: bool = True) -> tuple[ExpertOutputs, ExpertOutputs]:
     """The direct and the reasoning-enhanced expert over `samples`: (direct, reasoning)."""
-    direct = run_pass("direct", lm, samples, [direct_prompt(s) for s in samples],
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, store=store, progress=progress)
+    direct = run_direct_expert(lm, samples, max_new_tokens=max_new_tokens, batch_size=batch_size, store=store,
+                               progress=progress)
     reasoning = run_pass("reasoning", lm, samples, [reasoning_prompt(s) for s in samples], generate_all=True,
                          max_new_tokens=max_new_tokens, batch_size=batch_size, store=store, progress=progress)
     return direct, reasoning
