@@ -129,7 +129,9 @@ class LanguageModel:
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         # A rendered chat text already holds its special tokens (e.g. <|begin_of_text|>).
-        return self.tokenizer(list(texts), add_special_tokens=not self.chat)["input_ids"]
+        # verbose=False: lengths are checked by the callers (`experts.too_long` and the prompt
+        # fitting), which name the sample; the tokenizer's own over-length warning names none.
+        return self.tokenizer(list(texts), add_special_tokens=not self.chat, verbose=False)["input_ids"]
 
     def encode_pairs(self, contexts: list[str], continuations: list[str],
                      add_eos: bool = False) -> list[tuple[list[int], list[int]]]:
