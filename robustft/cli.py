@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -30,17 +31,58 @@ class UsageError(Exception):
 
 
 # ------------------------------------------------------------------------------ helpers
+def _check_model(spec: str) -> None:
+    """Cheap checks of --model before any work: a typo'd toy seed or a local path that is not
+    there (anything else may be a Hugging Face id, which only loading can tell)."""
+    if spec.startswith("toy") and not re.fullmatch(r"toy(?::(\d+))?", spec):
+        raise UsageError(f"--model {spec}: the offline model is 'toy' or 'toy:SEED' (a seed >= 0)")
+    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
+        raise UsageError(f"--model {spec}: no such model folder")
+
+
 def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None):
     import robustft
 
+    _check_model(spec)
     m = re.fullmatch(r"toy(?::(\d+))?", spec)
     if m:
         from robustft.offline import ToyConfig
 
+        if quantize:
+            print(f"--quantize {quantize} ignored: the toy model runs in full precision", file=sys.stderr)
         config = ToyConfig.for_seed(int(m.group(1) or 0))
-        lm = robustft.load_model("toy", config=config, adapter=adapter)
-        return lm
-    return robustft.load_model(spec, quantize=quantize, adapter=adapter)
+        return robustft.load_model("toy", config=config, adapter=adapter)
+    try:
+        return robustft.load_model(spec, quantize=quantize, adapter=adapter)
+    except OSError as e:
+        # transformers' OSError for an unknown id / no network / no weights: one line, not 80.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--model {spec}: cannot load it as a local folder or a Hugging Face id ({first})") from None
+
+
+def _check_embedder(name: str) -> None:
+    """Load a custom sentence-transformers embedder now, so a typo fails before the expert passes."""
+    from robustft.relabel import resolve_embedder
+
+    resolved = resolve_embedder(name)
+    if resolved in ("llm", "tfidf", "minilm"):
+        return
+    if resolved.startswith((".", "/", "~")) and not Path(resolved).expanduser().is_dir():
+        raise UsageError(f"--embedder {name}: no such model folder")
+    from robustft.relabel import _sentence_model
+
+    try:
+        _sentence_model(resolved, None)
+    except (OSError, ValueError, ImportError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--embedder {name}: cannot load it as a sentence-transformers model ({first})") from None
+
+
+def _positive(**values) -> None:
+    """UsageError naming the flag of the first value that is not a finite number > 0."""
+    for flag, v in values.items():
+        if v is None or not math.isfinite(v) or v <= 0:
+            raise UsageError(f"--{flag.replace('_', '-')} {v}: give a finite number > 0")
 
 
 def _load_data(path: str, noise: int | None, split: str = "train"):
@@ -49,6 +91,11 @@ def _load_data(path: str, noise: int | None, split: str = "train"):
     import robustft
 
     p = Path(path)
+    if p.is_dir() and split == "test":
+        # Evaluation needs only the folder's test.csv, not its noisy training files.
+        if not (p / "test.csv").exists():
+            raise UsageError(f"{p}: no test.csv in this folder")
+        return robustft.load_samples(p / "test.csv"), None
     if p.is_dir():
         data = robustft.load_official(p, noise=noise if noise is not None else 30)
         return (data.test if split == "test" else data.train), data.noise
@@ -60,16 +107,47 @@ def _load_data(path: str, noise: int | None, split: str = "train"):
     return robustft.load_samples(p), (int(m.group(1)) if m else noise)
 
 
-def _claim_out(out: Path, force: bool, what: dict) -> None:
-    """Make `out` ours: a new or empty folder, a robustft run folder, or anything with --force."""
+def _check_out(out: Path, force: bool, command: str, can_force: bool = True) -> None:
+    """Raise unless `out` may become this command's folder: new or empty, a folder this same
+    command wrote before (it resumes there), or anything with --force. Nothing is created."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")
+    if not out.exists() or not any(out.iterdir()) or force:
+        return
+    how = "choose another folder or pass --force" if can_force else "choose another folder"
     marker = out / RUN_MARKER
-    if out.exists() and any(out.iterdir()) and not marker.exists() and not force:
-        raise UsageError(f"--out {out} already holds files that robustft did not write; "
-                         "choose another folder or pass --force")
+    if not marker.exists():
+        raise UsageError(f"--out {out} already holds files that robustft did not write; {how}")
+    try:
+        owner = json.loads(marker.read_text())["robustft"]["command"]
+    except (ValueError, KeyError, TypeError):
+        owner = None
+    if owner != command:
+        raise UsageError(f"--out {out} is the folder of a `robustft {owner}` run; {how}")
+
+
+def _claim_out(out: Path, force: bool, what: dict, can_force: bool = True) -> None:
+    """Make `out` ours (see `_check_out`) and mark it as a robustft run folder."""
+    _check_out(out, force, what["command"], can_force)
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"robustft": what}, indent=2) + "\n")
+    (out / RUN_MARKER).write_text(json.dumps({"robustft": what}, indent=2) + "\n")
+
+
+def _check_output_file(path: Path, force: bool, inputs=()) -> None:
+    """An output file must not be an input, a folder, or (without --force) an existing file."""
+    if any(path.resolve() == Path(i).resolve() for i in inputs if i):
+        raise UsageError(f"{path} is an input of this command; give another output file")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name")
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; choose another file or pass --force to replace it")
+    if not path.parent.exists():
+        raise UsageError(f"{path.parent}: no such folder")
+
+
+def _no_samples(samples, data) -> None:
+    if not samples:
+        raise UsageError(f"{data}: no samples")
 
 
 def _print_report(report: dict) -> None:
@@ -90,17 +168,24 @@ def cmd_denoise(args) -> None:
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                            skip_long=args.skip_long, strategy=args.strategy)
     samples, noise = _load_data(args.data, args.noise)
+    _no_samples(samples, args.data)
     out = Path(args.out)
     name = f"denoise{noise}" if noise is not None else "denoised"
     outputs = [out / f"{name}.csv", out / f"{name}.alpaca.json", out / f"{name}.messages.jsonl"]
     if any(o.resolve() == Path(args.data).resolve() for o in outputs):
         raise UsageError(f"--out {out} would overwrite the input {args.data}")
-    _claim_out(out, args.force, {"command": "denoise", "data": str(args.data), "model": args.model})
+    _check_out(out, args.force, "denoise")
+    _check_model(args.model)
+    _check_embedder(config.embedder)
     lm = _load_lm(args.model, args.quantize)
+    _claim_out(out, args.force, {"command": "denoise", "data": str(args.data), "model": args.model})
     print(f"denoising {len(samples)} samples of {args.data} with {args.model} "
           f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}", file=sys.stderr)
     start = time.time()
-    result = denoise(samples, lm, config, out=out, force=args.force, progress=not args.no_progress)
+    try:
+        result = denoise(samples, lm, config, out=out, force=args.force, progress=not args.no_progress)
+    except ValueError as e:  # e.g. an over-long sample: name the file it came from
+        raise UsageError(f"{args.data}: {e}") from None
     seconds = time.time() - start
     by = args.answer_by or "letter"
     to_official_csv(result.samples, outputs[0])
@@ -128,17 +213,27 @@ def cmd_denoise(args) -> None:
 def cmd_finetune(args) -> None:
     import robustft
 
+    _positive(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lora_r=args.lora_r)
+    if args.epochs > 1000:
+        raise UsageError(f"--epochs {args.epochs}: give at most 1000")
     samples, _ = _load_data(args.data, args.noise)
+    _no_samples(samples, args.data)
     out = Path(args.out)
-    _claim_out(out, args.force, {"command": "finetune", "data": str(args.data), "model": args.model})
+    if out.resolve() == Path(args.data).resolve():
+        raise UsageError(f"--out {out} is the input file; give a folder for the adapter")
+    _check_out(out, args.force, "finetune")
     lm = _load_lm(args.model, args.quantize)
+    _claim_out(out, args.force, {"command": "finetune", "data": str(args.data), "model": args.model})
     kw = dict(epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
               batch_size=args.batch_size, seed=args.seed)
     if args.model.startswith("toy") and args.toy_settings:
         from robustft.offline import TOY_SFT as SFT
 
         kw = dict(SFT, seed=args.seed)
-    tuned = robustft.finetune(lm, samples, output_dir=out, progress=not args.no_progress, **kw)
+    try:
+        tuned = robustft.finetune(lm, samples, output_dir=out, progress=not args.no_progress, **kw)
+    except ValueError as e:
+        raise UsageError(f"{args.data}: {e}") from None
     losses = tuned.info["train_loss"]
     print(f"fine-tuned on {len(samples)} samples: loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {out}")
 
@@ -147,8 +242,16 @@ def cmd_evaluate(args) -> None:
     import robustft
 
     samples, _ = _load_data(args.data, args.noise, split="test")
+    _no_samples(samples, args.data)
+    if args.json:
+        _check_output_file(Path(args.json), args.force, inputs=(args.data, args.adapter))
+    if args.adapter and not (Path(args.adapter) / "adapter_config.json").exists():
+        raise UsageError(f"--adapter {args.adapter}: not a LoRA adapter folder (no adapter_config.json)")
     lm = _load_lm(args.model, args.quantize, adapter=args.adapter)
-    result = robustft.evaluate(lm, samples, progress=not args.no_progress)
+    try:
+        result = robustft.evaluate(lm, samples, progress=not args.no_progress)
+    except ValueError as e:
+        raise UsageError(f"{args.data}: {e}") from None
     print(f"accuracy {result.accuracy:.4f} on {len(samples)} samples")
     for cat, acc in result.by_category.items():
         print(f"  {cat:24s} {acc:.4f}  ({result.counts[cat]})")
@@ -160,6 +263,8 @@ def cmd_evaluate(args) -> None:
 def cmd_demo(args) -> None:
     from robustft import demo
 
+    demo.check_arguments(args)
+    _claim_out(Path(args.out), False, {"command": "demo"}, can_force=False)
     demo.main_args(args)
 
 
@@ -167,7 +272,7 @@ def cmd_compare(args) -> None:
     from robustft import compare
 
     compare.check_arguments(args)
-    _claim_out(Path(args.out), False, {"command": "compare"})
+    _claim_out(Path(args.out), False, {"command": "compare"}, can_force=False)
     compare.main_args(args)
 
 
@@ -232,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="test file, or an official folder (its test.csv)")
     _common(p)
     p.add_argument("--adapter", default=None, help="a LoRA adapter folder from `robustft finetune`")
-    p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--json", default=None, help="also write the result to this (new) file")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="the offline benchmark: Vanilla, SFT and RobustFT at 30/50/70 %% noise",
@@ -255,20 +361,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from robustft.data import DataError
+# What Ctrl-C leaves behind, by command (denoise, demo and compare write as they go).
+INTERRUPTED = {"denoise": "finished batches are kept, run again to resume",
+               "demo": "finished runs are kept, run again to resume",
+               "compare": "finished runs are kept, run again to resume",
+               "finetune": "no adapter was saved",
+               "evaluate": "nothing was written"}
 
+
+def main(argv=None) -> int:
+    command = "robustft"
     try:
-        args.func(args)
-    except (UsageError, DataError, FileNotFoundError, ValueError) as e:
-        # Expected problems with the input: one line, no traceback.
-        print(f"robustft {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"robustft {args.command}"
+        from robustft.data import DataError
+
+        try:
+            args.func(args)
+        except (UsageError, DataError, FileNotFoundError, ValueError) as e:
+            # Expected problems with the input: one line, no traceback.
+            print(f"{command}: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as e:  # an output that cannot be written (read-only, full disk, ...)
+            print(f"{command}: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"robustft {args.command}: interrupted; finished batches are kept, run again to resume",
-              file=sys.stderr)
+        what = INTERRUPTED.get(command.removeprefix("robustft "), "")
+        print(f"{command}: interrupted" + (f"; {what}" if what else ""), file=sys.stderr)
         return 130
     return 0
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import prompts
-from .sample import MC, SHORT, TASK_TYPES, Sample, letter, letter_index
+from .sample import LETTERS, MC, SHORT, TASK_TYPES, Sample, letter, letter_index
 
 NOISE_LEVELS = (30, 50, 70)  # the paper's noise rates, as in the official file names
 
@@ -73,19 +73,43 @@ def _parse_options(value, path, row) -> list[str]:
         raise DataError(path, row, "options", "has a single option; a multiple-choice sample needs at least two")
     if not all(isinstance(o, (str, int, float)) and not isinstance(o, bool) for o in value):
         raise DataError(path, row, "options", "must hold strings (or numbers), not nested values")
+    for i, o in enumerate(value):
+        if isinstance(o, float) and math.isnan(o):
+            # The official MMLU test.csv has one: pandas writes a missing value (or the option
+            # text "None") as NaN. Kept as the text "nan", as pandas would show it.
+            warnings.warn(f"{path}, row {row}, field 'options': option {i + 1} is NaN (a missing value); "
+                          "kept as the text 'nan'", stacklevel=4)
+        elif isinstance(o, float) and math.isinf(o):
+            raise DataError(path, row, "options", f"option {i + 1} is {o!r}, not a finite number or a string")
+        if isinstance(o, str) and not o.strip():
+            raise DataError(path, row, "options", f"option {i + 1} is an empty string")
+    if len(value) > len(LETTERS):
+        raise DataError(path, row, "options", f"has {len(value)} options; at most {len(LETTERS)} (A-Z) are supported")
     return [str(o) for o in value]
 
 
-def _field(record: dict, name: str, path, row) -> str:
+def _field(record: dict, name: str, path, row, numbers: bool = True) -> str:
+    """A text field: a non-empty string (or, with `numbers`, a finite number, e.g. a numeric
+    short answer in JSON). Lists, objects, booleans, NaN and inf are errors, never str()-ed."""
     value = record.get(name)
     if value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip()):
         raise DataError(path, row, name, "is empty")
-    return str(value)
+    if isinstance(value, str):
+        return value
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise DataError(path, row, name, f"is {value!r}, not a finite number or a string")
+        return str(value)
+    raise DataError(path, row, name, f"is a JSON {_json_type(value)}, expected a string")
+
+
+def _json_type(value) -> str:
+    return {dict: "object", list: "list", bool: "boolean", int: "number", float: "number"}.get(type(value), type(value).__name__)
 
 
 def _record_to_sample(record: dict, path, row: int, default_id: str, task: str, on_bad_answer: str) -> Sample:
     """One record (a CSV row or a JSON object) -> Sample, validating every field it uses."""
-    question = _field(record, "question", path, row)
+    question = _field(record, "question", path, row, numbers=False)
     answer = _field(record, "answer", path, row).strip()
     options: list[str] = []
     if task == MC:
@@ -103,6 +127,8 @@ def _record_to_sample(record: dict, path, row: int, default_id: str, task: str, 
     elif record.get("options") not in (None, "", "[]", []):
         options = _parse_options(record["options"], path, row)
     sid = record.get("id")
+    if isinstance(sid, (dict, list, bool)) or (isinstance(sid, float) and math.isinf(sid)):
+        raise DataError(path, row, "id", f"is a JSON {_json_type(sid)}, expected a string or an integer")
     sid = default_id if sid is None or (isinstance(sid, float) and math.isnan(sid)) or str(sid).strip() == "" else str(sid)
     category = next((str(record[c]) for c in _CATEGORY_COLUMNS if record.get(c) not in (None, "")), None)
     # Instruction/chat fields are our own export's rendering of the sample; don't carry them twice.
@@ -125,8 +151,21 @@ def _check_unique_ids(samples: Sequence[Sample], rows: Sequence[int], path) -> N
 # --------------------------------------------------------------------------- readers
 
 
+def _check_utf8(path: Path) -> None:
+    """A DataError naming the line of the first byte that is not UTF-8 (the readers decode as
+    UTF-8; a latin-1 or UTF-16 export would otherwise fail with no file or line)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(path, None, None, f"is not UTF-8 text: byte 0x{raw[e.start]:02x} on line {line}; "
+                                          "save the file as UTF-8") from None
+
+
 def _read_csv(path: Path) -> Iterable[tuple[int, dict]]:
     """(spreadsheet row, record) pairs. Rows with the wrong number of fields are errors."""
+    _check_utf8(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, strict=True)
         try:
@@ -135,6 +174,9 @@ def _read_csv(path: Path) -> Iterable[tuple[int, dict]]:
             raise DataError(path, None, None, "is empty (no header row)") from None
         except csv.Error as e:
             raise DataError(path, 1, None, f"malformed CSV: {e}") from None
+        repeated = sorted({c for c in header if header.count(c) > 1 and c not in _INDEX_COLUMNS})
+        if repeated:
+            raise DataError(path, 1, repeated[0], "column appears more than once in the header")
         missing = [c for c in ("question", "answer") if c not in header]
         if missing:
             raise DataError(path, 1, missing[0], f"column is missing (the header has {header})")
@@ -163,13 +205,16 @@ def _detect_format(path: Path) -> str:
     if suffix == ".jsonl":
         return "jsonl"
     if suffix == ".json":
+        _check_utf8(path)
         with open(path, encoding="utf-8") as f:
             head = f.read(4096)
         return "alpaca" if '"instruction"' in head and '"output"' in head else "json"
-    raise DataError(path, None, None, f"cannot tell the format from the extension {suffix!r}; pass format='csv'|'json'|'jsonl'|'alpaca'")
+    raise DataError(path, None, None, f"cannot tell the format from the extension {suffix!r}; name the file "
+                                      "*.csv, *.json or *.jsonl (in Python: load_samples(..., format='csv'|'json'|'jsonl'|'alpaca'))")
 
 
 def _json_records(path: Path, fmt: str) -> list[tuple[int, dict]]:
+    _check_utf8(path)
     if fmt == "jsonl":
         out = []
         with open(path, encoding="utf-8") as f:
@@ -188,7 +233,8 @@ def _json_records(path: Path, fmt: str) -> list[tuple[int, dict]]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
-        raise DataError(path, e.lineno, None, f"malformed JSON: {e.msg}") from None
+        # A JSON file's rows are its records; a syntax error can only be placed by line.
+        raise DataError(path, None, None, f"malformed JSON on line {e.lineno}, column {e.colno}: {e.msg}") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -205,16 +251,35 @@ def _from_instruction_record(rec: dict, path, row: int) -> dict:
         msgs = rec["messages"]
         if not isinstance(msgs, list):
             raise DataError(path, row, "messages", "must be a list of {role, content} objects")
-        user = [m.get("content", "") for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
-        bot = [m.get("content", "") for m in msgs if isinstance(m, dict) and m.get("role") == "assistant"]
+        user = [_content(m, path, row) for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
+        bot = [_content(m, path, row) for m in msgs if isinstance(m, dict) and m.get("role") == "assistant"]
         if not user or not bot:
             raise DataError(path, row, "messages", "needs a user and an assistant message")
         return {**rec, "question": user[-1], "answer": bot[-1], "task": SHORT}
-    if "instruction" in rec and "output" in rec:
-        question = str(rec["instruction"]) + (f"\n\n{rec['input']}" if rec.get("input") else "")
+    if "instruction" in rec:
+        if "output" not in rec:
+            raise DataError(path, row, "output", "is missing (an Alpaca record needs instruction and output)")
+        instruction = _field(rec, "instruction", path, row, numbers=False)
+        extra = rec.get("input")
+        if extra not in (None, "") and not isinstance(extra, str):
+            raise DataError(path, row, "input", f"is a JSON {_json_type(extra)}, expected a string")
+        question = instruction + (f"\n\n{extra}" if extra else "")
         return {**rec, "question": question, "answer": rec["output"], "task": SHORT}
     missing = "question" if "question" not in rec else "answer"
     raise DataError(path, row, missing, "is missing")
+
+
+def _content(message: dict, path, row: int) -> str | None:
+    """A chat message's text: a string, or OpenAI-style content parts whose text parts are joined."""
+    content = message.get("content")
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if len(texts) != len(content) or not all(isinstance(t, str) for t in texts):
+            raise DataError(path, row, "messages", "content parts must all be {'type': 'text', 'text': ...} objects")
+        return "".join(texts)
+    if content is not None and not isinstance(content, str):
+        raise DataError(path, row, "messages", f"a message's content is a JSON {_json_type(content)}, expected a string")
+    return content
 
 
 def load_samples(path, format: str | None = None, task: str | None = None, on_bad_answer: str = "raise") -> list[Sample]:

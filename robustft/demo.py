@@ -169,6 +169,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def check_arguments(args) -> None:
+    """Raise ValueError with a one-line message for arguments that cannot run."""
+    for n in args.noise:
+        if not 0 < n < 100:
+            raise ValueError(f"--noise {n}: give percentages between 1 and 99")
+    if any(s < 0 for s in args.seeds):
+        raise ValueError("--seeds: seeds must be >= 0")
+
+
 def main_args(args) -> None:
     start = time.time()
     rows = run(args.seeds, args.noise, args.out, progress=not args.no_progress)
@@ -182,7 +191,12 @@ def main_args(args) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    main_args(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        check_arguments(args)
+    except ValueError as e:
+        parser.error(str(e))  # one line and exit status 2, as `robustft demo` does
+    main_args(args)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 does not know".
 
 RobustFT's checker flags every label an expert disagrees with. Where the model never saw a
-fact its experts guess, so the checker flags about three quarters of those labels — and the
-relabels that replace them are guesses too. At 30 % noise such a label was right 70 % of the
-time: throwing it away, or replacing it by a guess, loses to keeping it.
+fact its experts guess, so the checker flags nearly all of those labels — and the relabels
+that replace them are guesses too. At a low noise rate such a label is still right most of
+the time (1 - ε): throwing it away, or replacing it by a guess, loses to keeping it.
 
 This module weighs each label against the experts *as reliable as they measure on this very
 data*, in three steps (all arrays, no model):

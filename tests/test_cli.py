@@ -119,8 +119,78 @@ def test_finetune_then_evaluate_through_the_command(official_folder, tmp_path, c
 
 
 def test_every_command_has_help():
-    for command in ("denoise", "finetune", "evaluate", "demo"):
+    for command in ("denoise", "finetune", "evaluate", "demo", "compare"):
         p = subprocess.run([sys.executable, "-m", "robustft.cli", command, "--help"], capture_output=True, text=True)
         assert p.returncode == 0 and f"usage: robustft {command}" in p.stdout and "--no-progress" in p.stdout
     p = subprocess.run([sys.executable, "-m", "robustft.cli", "denoise"], capture_output=True, text=True)
     assert p.returncode == 2 and "--data" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_evaluate_never_overwrites_an_input_or_an_existing_result(official_folder, tmp_path, capsys):
+    data = tmp_path / "test.csv"
+    data.write_bytes((official_folder / "test.csv").read_bytes())
+    before = data.read_bytes()
+    code, _, err = run_cli(capsys, "evaluate", "--data", data, "--model", "toy", "--json", data, "--no-progress")
+    assert code == 2 and "input" in err and "Traceback" not in err and data.read_bytes() == before
+    mine = tmp_path / "mine.json"
+    mine.write_text("{}")
+    code, _, err = run_cli(capsys, "evaluate", "--data", data, "--model", "toy", "--json", mine, "--no-progress")
+    assert code == 2 and "--force" in err and mine.read_text() == "{}"
+    code, _, err = run_cli(capsys, "evaluate", "--data", data, "--model", "toy", "--json", tmp_path / "no" / "r.json")
+    assert code == 2 and "no such folder" in err
+
+
+def test_evaluate_reads_only_the_test_file_of_an_official_folder(official_folder, tmp_path, capsys):
+    folder = tmp_path / "only-test"
+    folder.mkdir()
+    (folder / "test.csv").write_bytes((official_folder / "test.csv").read_bytes())
+    code, out, _ = run_cli(capsys, "evaluate", "--data", folder, "--model", "toy", "--no-progress")
+    assert code == 0 and f"on {N} samples" in out
+    (folder / "test.csv").write_text("id,question,answer,options\n")
+    code, _, err = run_cli(capsys, "evaluate", "--data", folder / "test.csv", "--model", "toy")
+    assert code == 2 and "no samples" in err
+
+
+def test_bad_model_embedder_and_finetune_settings_exit_2_before_writing(official_folder, tmp_path, capsys):
+    data = official_folder / "labeled.csv"
+    cases = [
+        (("denoise", "--model", "toy:abc"), "toy:SEED"),
+        (("denoise", "--model", "./no-such-model"), "no such model folder"),
+        (("denoise", "--model", "toy", "--embedder", "./no-such-embedder"), "--embedder"),
+        (("finetune", "--model", "toy", "--epochs", "0"), "--epochs 0"),
+        (("finetune", "--model", "toy", "--epochs", "inf"), "--epochs inf"),
+        (("finetune", "--model", "toy", "--batch-size", "0"), "--batch-size 0"),
+        (("finetune", "--model", "toy", "--lora-r", "0"), "--lora-r 0"),
+    ]
+    for i, (args, expected) in enumerate(cases):
+        out = tmp_path / f"o{i}"
+        code, _, err = run_cli(capsys, args[0], "--data", data, "--out", out, *args[1:])
+        assert code == 2 and expected in err and "Traceback" not in err, (args, err)
+        assert not out.exists(), args  # checked before anything is written
+
+
+def test_outputs_that_cannot_be_written_exit_2_and_folders_are_not_shared_between_commands(
+        denoised, official_folder, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "finetune", "--data", official_folder / "labeled.csv", "--model", "toy",
+                           "--out", blocker / "lora", "--epochs", "1")
+    assert code == 2 and str(blocker) in err and "Traceback" not in err
+    _, run_folder = denoised
+    marker = (run_folder / "run.json").read_text()
+    code, _, err = run_cli(capsys, "finetune", "--data", official_folder / "labeled.csv", "--model", "toy",
+                           "--out", run_folder, "--epochs", "1")
+    assert code == 2 and "robustft denoise" in err and (run_folder / "run.json").read_text() == marker
+
+
+def test_demo_checks_its_arguments_and_its_folder_first(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "d", "--noise", "200")
+    assert code == 2 and "--noise 200" in err and not (tmp_path / "d").exists()
+    code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "d", "--seeds", "-1")
+    assert code == 2 and "seeds" in err and not (tmp_path / "d").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.csv").write_text("my numbers")
+    code, _, err = run_cli(capsys, "demo", "--out", mine, "--noise", "30")
+    assert code == 2 and "did not write" in err and "--force" not in err
+    assert [p.name for p in mine.iterdir()] == ["results.csv"]

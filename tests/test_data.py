@@ -167,6 +167,63 @@ def test_jsonl_errors_name_the_line(tmp_path):
     assert_error(path, 1, "options", "not a JSON list")
 
 
+def write_json(path, records):
+    path.write_text(json.dumps(records, allow_nan=True))
+    return path
+
+
+@pytest.mark.parametrize("record, field, match", [
+    ({"question": ["Q?"], "options": ["a", "b"], "answer": "A"}, "question", "JSON list, expected a string"),
+    ({"question": float("inf"), "options": ["a", "b"], "answer": "A"}, "question", "JSON number, expected a string"),
+    ({"question": "Q?", "options": ["a", float("inf")], "answer": "A"}, "options", "option 2 is inf"),
+    ({"question": "Q?", "options": ["a", " "], "answer": "A"}, "options", "option 2 is an empty string"),
+    ({"question": "Q?", "options": [str(i) for i in range(27)], "answer": "A"}, "options", "27 options; at most 26"),
+    ({"id": {"x": 1}, "question": "Q?", "options": ["a", "b"], "answer": "A"}, "id", "JSON object"),
+    ({"instruction": None, "output": "yes"}, "instruction", "is empty"),
+    ({"instruction": "Say yes"}, "output", "is missing"),
+])
+def test_json_values_of_the_wrong_type_are_errors_not_text(tmp_path, record, field, match):
+    """A list, an object, inf or an empty option is never turned into text by str()."""
+    assert_error(write_json(tmp_path / "d.json", [{"question": "ok?", "options": ["a", "b"], "answer": "B"}, record]),
+                 2, field, match)
+
+
+def test_a_missing_option_value_is_kept_with_a_warning(tmp_path):
+    # The official MMLU test.csv has one NaN option (pandas' missing value): it must still load.
+    path = write_json(tmp_path / "d.json", [{"question": "Q?", "options": ["a", float("nan")], "answer": "A"}])
+    with pytest.warns(UserWarning, match=r"row 1, field 'options': option 2 is NaN"):
+        assert load_samples(path)[0].options == ("a", "nan")
+
+
+def test_chat_content_parts_are_joined(tmp_path):
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]},
+            {"role": "assistant", "content": "Paris"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"messages": msgs}) + "\n")
+    s = load_samples(path)[0]
+    assert (s.question, s.answer, s.task) == ("Capital of France?", "Paris", "short")
+    msgs[0]["content"] = [{"type": "image_url", "image_url": {"url": "x"}}]
+    path.write_text(json.dumps({"messages": msgs}) + "\n")
+    assert_error(path, 1, "messages", "content parts")
+
+
+def test_files_that_are_not_utf8_name_the_line(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes("id,question,answer,options\n1,Caf\u00e9?,A,\"[\"\"a\"\", \"\"b\"\"]\"\n".encode("latin-1"))
+    assert_error(path, None, None, r"not UTF-8 text: byte 0xe9 on line 2")
+
+
+def test_a_column_named_twice_is_an_error(tmp_path):
+    path = write_csv(tmp_path / "d.csv", [GOOD[0] + ["again"]], header=HEADER + ["question"])
+    assert_error(path, 1, "question", "more than once")
+
+
+def test_malformed_json_names_the_line(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[\n  {"question": "q", "options": ["a", "b"], "answer": "A"},\n  {broken}\n]\n')
+    assert_error(path, None, None, "malformed JSON on line 3")
+
+
 def test_data_never_evaluated(tmp_path):
     # A Python expression in a field must stay inert text, not be evaluated.
     path = write_csv(tmp_path / "d.csv", [["q1", "__import__('os').system('false')", "A", '["a", "b"]']])
