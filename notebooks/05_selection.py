@@ -168,6 +168,17 @@ print("the stages by hand give denoise's relabels: checked")
 # NLL when CER gave it, the reasoning expert's least sure token when the reasoning expert gave
 # it (after the review), the lower when both did. A relabel that came from the reasoning expert
 # is then judged by the reasoning's confidence, not by CER's.
+#
+# The supporting entropy therefore mixes two scales, as the confidence review of chapter 4
+# does. Both are a negative log-probability in nats, the model's surprise at a token, but
+# CER's is the *mean* over its short answer line, and the reasoning expert's is the *largest*
+# over its whole response. The mean would be useless there: the response is mostly template
+# text ("We know that ... lives in ..."), which the model writes surely, so almost every
+# response would look sure. Its least sure token marks the step it was least sure of, whatever
+# the template around it. The largest surprise over many tokens tends to exceed an
+# average over a few, so a label only the reasoning expert supports ranks as surer than one
+# only CER supports when even the reasoning's weakest step beats CER's average. The numbers in
+# this column are all in nats, but not all "per token".
 
 # %% tags=["nbval-ignore-output"]
 def measures(noise):
@@ -215,13 +226,14 @@ print("denoise ranked the relabels by supporting_entropy: checked")
 # %% tags=["nbval-ignore-output"]
 pooled = pd.concat(tables.values(), ignore_index=True)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-for ax, col, title in zip(axes, ("nll (CER answer)", "supporting"),
-                          ("The paper's: NLL of CER's answer", "Ours: supporting entropy of the new label")):
+for ax, col, title, unit in zip(axes, ("nll (CER answer)", "supporting"),
+                                ("The paper's: NLL of CER's answer", "Ours: supporting entropy of the new label"),
+                                ("mean NLL (nats per token)", "entropy (nats)")):
     values = pooled[col].replace([np.inf, -np.inf], np.nan)
     bins = np.linspace(0, np.nanpercentile(values, 99), 30)
     for ok, color, name in ((True, "tab:green", "right relabel"), (False, "tab:red", "wrong relabel")):
         ax.hist(values[pooled["right"] == ok].dropna(), bins=bins, alpha=0.6, color=color, label=name)
-    ax.set_xlabel("entropy (nats per token)")
+    ax.set_xlabel(unit)
     ax.set_ylabel("relabels")
     ax.set_title(title, fontsize=10)
     ax.legend()
@@ -451,17 +463,24 @@ print(f"{FINETUNE_NOISE} % noise. Vanilla: {vanilla:.3f}; SFT on the noisy label
 by_beta.round(3)
 
 # %% tags=["nbval-ignore-output"]
-fig, ax = plt.subplots(figsize=(6.5, 3.8))
-ax.plot(by_beta.index, by_beta["label accuracy"], "s--", color="gray", label="label accuracy (training set)")
-ax.plot(by_beta.index, by_beta["test accuracy"], "o-", color="tab:blue", label="test accuracy, RobustFT")
-ax.axhline(sft, color="tab:red", ls=":", label="test accuracy, SFT on noisy labels")
-ax.axhline(vanilla, color="black", ls="--", lw=0.8, label="test accuracy, Vanilla")
-ax.set_xlabel("β (share of relabels kept)")
-ax.set_ylabel("accuracy")
-ax.set_xticks(BETAS)
-ax.set_ylim(0, 1)
-ax.set_title(f"Selection at {FINETUNE_NOISE} % noise")
-ax.legend(fontsize=8, loc="lower left")
+fig, (ax_label, ax_test) = plt.subplots(1, 2, figsize=(11, 3.8))
+ax_label.plot(by_beta.index, by_beta["label accuracy"], "s--", color="gray")
+ax_label.set_ylim(0, 1)
+ax_label.set_ylabel("label accuracy of the training set")
+ax_label.set_title(f"Training labels at {FINETUNE_NOISE} % noise", fontsize=10)
+# test accuracies differ by a few points only: a zoomed axis of their own, not the 0-1 one
+ax_test.plot(by_beta.index, by_beta["test accuracy"], "o-", color="tab:blue", label="RobustFT")
+ax_test.axhline(sft, color="tab:red", ls=":", label="SFT on noisy labels")
+ax_test.axhline(vanilla, color="black", ls="--", lw=0.8, label="Vanilla")
+low = min(by_beta["test accuracy"].min(), sft, vanilla)
+high = max(by_beta["test accuracy"].max(), sft, vanilla)
+ax_test.set_ylim(low - 0.3 * (high - low), high + 0.3 * (high - low))
+ax_test.set_ylabel("test accuracy (zoomed)")
+ax_test.set_title("Test accuracy of the fine-tuned model", fontsize=10)
+ax_test.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+for ax in (ax_label, ax_test):
+    ax.set_xlabel("β (share of relabels kept)")
+    ax.set_xticks(BETAS)
 fig.tight_layout()
 
 # %%
