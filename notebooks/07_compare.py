@@ -85,7 +85,7 @@ PASSES = Path(RUNS) / "denoise"  # the expert passes every chapter shares (seed{
 # |---|---|
 # | Vanilla | the base model, no fine-tuning |
 # | SFT | LoRA on the noisy labels as given |
-# | RobustFT | detect (two experts + checker) → relabel (CER + review) → select (entropy, β) |
+# | RobustFT | detect (two experts + checker) → relabel (CER + review) → select (entropy, β), with this project's defaults (below) |
 # | SelfSelect | the model judges each label (Y/N); labels judged wrong are dropped |
 # | SelfRAG | no fine-tuning; each test question is answered with its k most similar *training* samples (noisy labels included) as examples |
 # | NoiseAL | small-loss split (a two-component mixture over the model's NLL of each label), CER relabeling of the rest, confident relabels kept |
@@ -93,21 +93,43 @@ PASSES = Path(RUNS) / "denoise"  # the expert passes every chapter shares (seed{
 # | RobustFT noise-aware (ours) | keep, relabel or flag each label by its posterior given an estimated noise rate and calibrated experts |
 #
 # The docstrings of `robustft.baselines` say what each original does and what is simplified
-# here. The ablations of the paper's Table 3 are settings of `DenoiseConfig`, each removing
-# one component:
+# here.
+#
+# **The RobustFT row is not the paper's exact configuration.** It runs `DenoiseConfig()`,
+# whose defaults are this project's choices in two places: the review is by confidence
+# (`review="confidence"`: where CER and the reasoning expert disagree, the surer one stands)
+# instead of the paper's LLM review agent, and selection ranks a relabel by its entropy under
+# the experts that gave it (`entropy_from="experts"`) instead of the entropy of CER's answer.
+# `DenoiseConfig.paper()` is the paper's configuration; the two differ in exactly these
+# settings:
 
 # %%
 base = DenoiseConfig()
-pd.DataFrame([{"ablation": name, "changes": ", ".join(f"{k}={v!r}" for k, v in changes.items())}
-              for name, changes in ABLATIONS.items()]).set_index("ablation")
+ours, theirs = base.to_dict(), DenoiseConfig.paper().to_dict()
+pd.DataFrame({"DenoiseConfig() (the RobustFT row)": ours, "DenoiseConfig.paper()": theirs}).loc[
+    [k for k in ours if ours[k] != theirs[k]]].rename_axis("setting")
+
+# %% [markdown]
+# The ablations of the paper's Table 3 are settings of `DenoiseConfig`, each removing one
+# component from the RobustFT row (so they inherit its defaults). `cer=False` (w/o CER) keeps
+# the relabeling step but asks its prompt with the question alone, without the k retrieved
+# clean worked examples; w/o REL drops the reasoning-enhanced expert, so the direct expert
+# alone flags, the CER answer is the new label, and its own entropy ranks it:
+
+# %%
+with pd.option_context("display.max_colwidth", None):  # every change in full
+    display(pd.DataFrame([{"ablation": name, "changes": ", ".join(f"{k}={v!r}" for k, v in changes.items())}
+                          for name, changes in ABLATIONS.items()]).set_index("ablation"))
 
 # %% [markdown]
 # ## Why a noise-aware variant: a synthetic example first
 #
 # RobustFT's checker flags every label an expert disagrees with. Where the model never saw a
-# fact, its experts *guess* — often confidently — so the checker flags about three quarters
-# of those labels, and the relabels that replace them are guesses too. At 30 % noise such a
-# label was right 70 % of the time.
+# fact, its experts *guess* — often confidently — so in this chapter's run the checker flags
+# {glue:text}`never_flagged_min:.2f`–{glue:text}`never_flagged_max:.2f` of the labels of
+# never-seen facts at every noise rate (as in chapter 3), and the relabels that replace them
+# are guesses too. At 30 % noise the flagged labels of never-seen facts were right
+# {glue:text}`never_flagged_right_30:.2f` of the time.
 #
 # The noise-aware variant (`robustft.noise_aware`) reads the experts as reliable as they
 # measure on the data itself:
@@ -219,40 +241,104 @@ fig = compare.plot_accuracy(summary)
 # %% [markdown]
 # ## What the numbers say
 #
-# Read the table by rows of the same kind.
+# Read the table by rows of the same kind. Some of the explanations need more than one number
+# per row: RobustFT's runs sample by sample. `denoise` on the table's noisy sets, with the same
+# run folders, gives them back (every expert pass is read back, none is computed); offline,
+# each sample also says whether the toy model's pre-training text stated its fact
+# (`sample.extra["known"]`, chapter 3).
+
+# %% tags=["nbval-ignore-output"]
+if MODE == "offline":
+    from robustft.offline import ToyConfig, make_benchmark
+
+    toy = ToyConfig.for_seed(SEEDS[0])
+    bench = make_benchmark(toy.world)
+    lm = robustft.load_model("toy", config=toy, progress=False)
+    trains = {n: robustft.inject_noise(bench.train, n / 100, seed=SEEDS[0])[0] for n in NOISE_LEVELS}
+    chains = {n: robustft.denoise(trains[n], lm, base, out=PASSES / f"seed{SEEDS[0]}-noise{n}", progress=False)
+              for n in NOISE_LEVELS}  # the table's RobustFT runs (the table used run seed = seed)
+    facts = pd.concat([pd.DataFrame({
+        "noise (%)": n, "fact": ["seen" if s.extra["known"] else "never seen" for s in trains[n]],
+        "category": [s.category for s in trains[n]], "label right": [not s.is_noisy for s in trains[n]],
+        "flagged": [p["noisy"] for p in chains[n].provenance]}) for n in NOISE_LEVELS], ignore_index=True)
+    never = facts[facts["fact"] == "never seen"]
+    by_noise = pd.DataFrame({
+        "labels right": facts.groupby("noise (%)")["label right"].mean(),
+        "never-seen labels flagged": never.groupby("noise (%)")["flagged"].mean(),
+        "flagged never-seen labels right": never[never["flagged"]].groupby("noise (%)")["label right"].mean()})
+    n_options = len(trains[70][0].options)
+    glue("never_flagged_min", float(by_noise["never-seen labels flagged"].min()))
+    glue("never_flagged_max", float(by_noise["never-seen labels flagged"].max()))
+    glue("never_flagged_right_30", float(by_noise.loc[30, "flagged never-seen labels right"]))
+    glue("label_right_70", float(by_noise.loc[70, "labels right"]))
+    glue("option_right_70", float((1 - by_noise.loc[70, "labels right"]) / (n_options - 1)))  # any one other option
+    display(by_noise.round(3))
+
+# %%
+if MODE == "offline":
+    robustft_rows = {r["noise"]: r["detection"] for r in rows if r["study"] == "table" and r["method"] == "robustft"}
+    for n in NOISE_LEVELS:  # the same runs as the table's RobustFT row
+        assert chains[n].report["flagged"] == robustft_rows[n]["flagged"], n
+        assert abs(chains[n].report["f1"] - robustft_rows[n]["f1"]) < 1e-9, n
+    assert (by_noise["never-seen labels flagged"] >= 0.8).all(), by_noise  # unverifiable: flagged anyway
+    print("denoise gives back the table's RobustFT runs; the checker flags most never-seen facts' labels "
+          "at every rate: checked")
 
 # %% tags=["nbval-ignore-output"]
 def mean(method, noise):
     return summary["noise"][str(noise)][method]["mean"]
 
 
+RIVALS = ("vanilla", "sft", "robustft")
 gap = {n: mean("robustft_noise_aware", n) - max(mean("vanilla", n), mean("sft", n)) for n in NOISE_LEVELS}
 vs_robustft = {n: mean("robustft_noise_aware", n) - mean("robustft", n) for n in NOISE_LEVELS}
+margin = {n: mean("robustft_noise_aware", n) - max(mean(m, n) for m in RIVALS) for n in NOISE_LEVELS}
 for n in NOISE_LEVELS:
     glue(f"na_{n}", mean("robustft_noise_aware", n))
     glue(f"robustft_{n}", mean("robustft", n))
     glue(f"sft_{n}", mean("sft", n))
     glue(f"gap_{n}", 100 * gap[n])
+    glue(f"vs_robustft_{n}", 100 * vs_robustft[n])
 glue("vanilla", mean("vanilla", 30))
+
+
+def rates(ns):
+    return " and ".join(map(str, ns)) + " %"
+
+
+# One sentence for the summary, worded by the measured margins: "beats" only by a point or more.
+ahead = [n for n in NOISE_LEVELS if margin[n] >= 0.01]
+level = [n for n in NOISE_LEVELS if n not in ahead]
+verdict = "the noise-aware variant "
+if ahead:
+    verdict += f"beats Vanilla, SFT and RobustFT at {rates(ahead)} noise"
+if level:
+    verdict += (f"; at {rates(level)} it only matches the best of them" if ahead else
+                f"only matches the best of Vanilla, SFT and RobustFT at {rates(level)} noise")
+    verdict += f" ({', '.join(f'{100 * margin[n]:+.1f}' for n in level)} points, within the spread between seeds)"
+glue("na_verdict", verdict)
 pd.DataFrame({"noise-aware − max(Vanilla, SFT) (points)": {f"{n} %": 100 * gap[n] for n in NOISE_LEVELS},
               "noise-aware − RobustFT (points)": {f"{n} %": 100 * vs_robustft[n] for n in NOISE_LEVELS}}).round(1)
 
 # %% [markdown]
 # **SFT against RobustFT.** Vanilla answers {glue:text}`vanilla:.3f`. Plain SFT reaches
 # {glue:text}`sft_30:.3f` at 30 % noise — more than RobustFT's {glue:text}`robustft_30:.3f`.
-# This is the weakness the issue behind this chapter measured: the checker flags nearly every
-# sample whose fact the model never saw (both experts guess there), and RobustFT throws away
-# or replaces labels that were 70 % right. As the noise rises SFT falls with it, and
-# RobustFT, which keeps mostly facts the model already knows, holds.
+# The checker flags nearly every sample whose fact the model never saw (both experts guess
+# there), and RobustFT drops or replaces those labels, though at 30 % noise the flagged ones
+# were right {glue:text}`never_flagged_right_30:.2f` of the time. As the noise rises SFT falls
+# with it, and RobustFT, which keeps mostly facts the model already knows, holds.
 #
 # **The noise-aware variant** keeps those labels, because on unknown facts no option is more
 # likely than the given one, and overrules the label where a calibrated expert is sure: it
 # reaches {glue:text}`na_30:.3f` / {glue:text}`na_50:.3f` / {glue:text}`na_70:.3f` at
 # 30 / 50 / 70 %, a difference of {glue:text}`gap_30:+.1f` / {glue:text}`gap_50:+.1f` /
-# {glue:text}`gap_70:+.1f` points to the better of Vanilla and SFT. At 70 % the margin is
-# thin, and on a single seed it can vanish: a label is right only 30 % of the time, a guessed
-# option 23 %, and the calibration has little to tell them apart with (the module's docstring
-# describes this limit).
+# {glue:text}`gap_70:+.1f` points to the better of Vanilla and SFT, and of
+# {glue:text}`vs_robustft_30:+.1f` / {glue:text}`vs_robustft_50:+.1f` /
+# {glue:text}`vs_robustft_70:+.1f` points to RobustFT. At 70 % the margin is thin, and on a
+# single seed it can vanish: there a label is right only {glue:text}`label_right_70:.2f` of the
+# time and any one other option {glue:text}`option_right_70:.2f`, and the calibration has
+# little to tell them apart with (the docstring of `robustft.noise_aware` describes this
+# limit).
 #
 # The claims of this section as checks (on this one seed; the three-seed means are at the
 # end). The bands allow for the spread between seeds, which is several points:
@@ -265,8 +351,8 @@ if MODE == "offline":
     assert mean("robustft_noise_aware", 30) >= mean("sft", 30) + 0.03  # where RobustFT loses to SFT
     assert mean("sft", 30) > mean("robustft", 30)  # the paper's chain below plain SFT at 30 %
     assert mean("sft", 70) < mean("robustft", 70)  # and above it at 70 %
-    print("noise-aware at or above Vanilla, SFT and RobustFT at every rate; SFT beats RobustFT at 30 % "
-          "and loses at 70 %: checked")
+    print("noise-aware within 2 points of, or above, Vanilla, SFT and RobustFT at every rate; SFT beats "
+          "RobustFT at 30 % and loses at 70 %: checked")
 
 # %% [markdown]
 # ### Detection: precision, recall, F1
@@ -301,19 +387,83 @@ rows_of = ["robustft", "wo_selection", "wo_checker", "wo_reviewer", "wo_cer", "w
 diff = pd.DataFrame({f"{n} %": {compare.LABELS[m]: 100 * (mean(m, n) - mean("robustft", n)) for m in rows_of}
                      for n in NOISE_LEVELS})
 for m in rows_of[1:]:
-    glue(f"d_{m}", float(diff.loc[compare.LABELS[m]].mean()))
+    glue(f"d_{m}", round(float(diff.loc[compare.LABELS[m]].mean()), 9) + 0.0)  # + 0.0: no "-0.0"
 diff.round(1).rename_axis("points vs RobustFT")
+
+# %% [markdown]
+# Two of the explanations below need the runs themselves. For **w/o Selection**: which
+# relabels does β = 0.5 drop, how often are they right, and how well does the entropy rank
+# them (the AUROC of "entropy says wrong", as in chapter 5)? Against that, the base model's
+# own answer to the same questions (the direct expert's) — what a dropped sample leaves the
+# model with. For **SelfSelect**: how many labels each method flags and drops.
+
+# %% tags=["nbval-ignore-output"]
+if MODE == "offline":
+    from sklearn.metrics import roc_auc_score
+
+    relabels = pd.concat([pd.DataFrame([{
+        "noise (%)": n, "entropy": np.nan if p["entropy"] is None else p["entropy"], "stage": p["stage"],
+        "right": p["relabel"] == s.clean_answer, "base model right": p["direct"] == s.clean_answer}
+        for s, p in zip(trains[n], chains[n].provenance) if p["noisy"]]) for n in NOISE_LEVELS], ignore_index=True)
+
+    def selection_stats(t):
+        sure = np.isfinite(t["entropy"])
+        dropped = t[t["stage"] == "dropped"]
+        return pd.Series({"relabels": len(t), "AUROC": roc_auc_score(~t["right"][sure], t["entropy"][sure]),
+                          "right, kept": t[t["stage"] == "selected"]["right"].mean(),
+                          "right, dropped": dropped["right"].mean(),
+                          "base model right, dropped": dropped["base model right"].mean()})
+
+    sel = relabels.groupby("noise (%)").apply(selection_stats)
+    # quartiles of entropy within each rate, pooled over the rates (chapter 5's table)
+    relabels["entropy quartile"] = pd.concat([pd.qcut(g["entropy"].rank(method="first"), 4, labels=[1, 2, 3, 4])
+                                              for _, g in relabels.groupby("noise (%)")])
+    quartile_right = relabels.groupby("entropy quartile", observed=True)["right"].mean()
+    glue("sel_auroc_min", float(sel["AUROC"].min()))
+    glue("sel_auroc_max", float(sel["AUROC"].max()))
+    glue("q1_right", float(quartile_right.iloc[0]))
+    glue("q4_right", float(quartile_right.iloc[-1]))
+    for n in NOISE_LEVELS:
+        glue(f"dropped_right_{n}", float(sel.loc[n, "right, dropped"]))
+        glue(f"dropped_base_right_{n}", float(sel.loc[n, "base model right, dropped"]))
+    display(sel.round(3))
+    display(quartile_right.rename("right (pooled over the rates)").to_frame().round(3))
+
+# %% tags=["nbval-ignore-output"]
+flag_rows = {(r["method"], r["noise"]): r["detection"] for r in rows
+             if r["study"] == "table" and r.get("detection") and r["method"] in ("robustft", "selfselect")}
+flag_counts = pd.DataFrame.from_dict(orient="index", data={f"{n} %": {
+    "training samples": flag_rows[("robustft", n)]["n"],
+    "RobustFT: flagged": flag_rows[("robustft", n)]["flagged"],
+    "RobustFT: kept": flag_rows[("robustft", n)]["kept"],
+    "SelfSelect: flagged (and dropped)": flag_rows[("selfselect", n)]["flagged"],
+    "SelfSelect: kept": flag_rows[("selfselect", n)]["kept"],
+    "SelfSelect: precision of its flags": flag_rows[("selfselect", n)]["precision"]} for n in NOISE_LEVELS})
+for n in NOISE_LEVELS:
+    glue(f"ss_kept_{n}", int(flag_rows[("selfselect", n)]["kept"]))
+    glue(f"ss_flagged_{n}", int(flag_rows[("selfselect", n)]["flagged"]))
+    glue(f"rf_flagged_{n}", int(flag_rows[("robustft", n)]["flagged"]))
+    glue(f"rf_kept_{n}", int(flag_rows[("robustft", n)]["kept"]))
+    glue(f"ss_precision_{n}", float(flag_rows[("selfselect", n)]["precision"]))
+glue("n_train", int(flag_rows[("robustft", NOISE_LEVELS[0])]["n"]))
+flag_counts.round(3)
 
 # %% [markdown]
 # Averaged over the three noise rates, relative to RobustFT (points). Several rows beat it,
 # and several ablations do not hurt; on this benchmark that is what was measured, and each
 # has a reason:
 #
-# - **w/o Selection** ({glue:text}`d_wo_selection:+.1f`): a relabel the entropy ranks unsure
-#   is still right more often than the model's own guess, which is what a dropped sample
-#   leaves behind (about one in four on an unseen fact). Selection pays only when the dropped
-#   relabels are worse than a guess — with a small model whose entropies barely separate right
-#   from wrong relabels, they are not.
+# - **w/o Selection** ({glue:text}`d_wo_selection:+.1f`): the entropy does rank the relabels
+#   (AUROC {glue:text}`sel_auroc_min:.2f`–{glue:text}`sel_auroc_max:.2f`; the surest quarter is
+#   right {glue:text}`q1_right:.2f` of the time, the least sure {glue:text}`q4_right:.2f`, about
+#   a guess among four options, as in chapter 5). But β = 0.5 drops the whole less sure half,
+#   and that half is right {glue:text}`dropped_right_30:.2f` / {glue:text}`dropped_right_50:.2f`
+#   / {glue:text}`dropped_right_70:.2f` of the time at 30 / 50 / 70 %, while the base model's
+#   own answer to the same questions — what a dropped sample leaves the model with — is right
+#   {glue:text}`dropped_base_right_30:.2f` / {glue:text}`dropped_base_right_50:.2f` /
+#   {glue:text}`dropped_base_right_70:.2f` of the time. Keeping them teaches about as many
+#   right facts as dropping them leaves, or more; selection pays only when the dropped
+#   relabels are worse than what the model would answer without them.
 # - **w/o Checker** ({glue:text}`d_wo_checker:+.1f`): the reasoning expert alone flags fewer
 #   labels than the rule "both experts must agree", so fewer right labels are thrown away; the
 #   consistency check buys recall the benchmark does not need (the checker's recall is
@@ -329,8 +479,19 @@ diff.round(1).rename_axis("points vs RobustFT")
 #   w/o Checker) but misses the two-hop questions that only step-by-step recall answers; the
 #   two effects roughly cancel, and the loss shows at high noise.
 # - **SelfSelect** ({glue:text}`d_selfselect:+.1f`): the toy model never saw a Y/N judgement
-#   in pre-training, so its verdicts are close to arbitrary and it drops few labels — at 30 %
-#   that is better than RobustFT's dropping too many, at 70 % it is plain SFT again.
+#   in pre-training, so its verdicts are close to arbitrary. It flags and drops
+#   {glue:text}`ss_flagged_30:d` / {glue:text}`ss_flagged_50:d` / {glue:text}`ss_flagged_70:d`
+#   of the {glue:text}`n_train:d` labels at 30 / 50 / 70 % — about as many whatever the
+#   noise — with a precision of
+#   {glue:text}`ss_precision_30:.2f` / {glue:text}`ss_precision_50:.2f` /
+#   {glue:text}`ss_precision_70:.2f` — close to the noise rate itself, as random flags would
+#   be, so the labels it keeps are about as noisy as before. RobustFT's checker flags
+#   {glue:text}`rf_flagged_30:d` / {glue:text}`rf_flagged_50:d` / {glue:text}`rf_flagged_70:d`,
+#   but relabels them and trains on {glue:text}`rf_kept_30:d` / {glue:text}`rf_kept_50:d` /
+#   {glue:text}`rf_kept_70:d` samples, SelfSelect on {glue:text}`ss_kept_30:d` /
+#   {glue:text}`ss_kept_50:d` / {glue:text}`ss_kept_70:d`. SelfSelect is plain SFT on a
+#   smaller noisy set: on this seed above RobustFT at 30 %, as SFT is, and near SFT's loss at
+#   70 % (SFT {glue:text}`sft_70:.3f`).
 # - **SelfRAG** ({glue:text}`d_selfrag:+.1f`): the training and test splits ask about the
 #   same facts, so the retrieved references include the very fact, labelled right 1 − ε of
 #   the time; a test-time method that never trains holds near Vanilla at every rate.
@@ -340,14 +501,67 @@ diff.round(1).rename_axis("points vs RobustFT")
 #   50 % on, and NoiseAL keeps its confident relabels; both still take "the model guesses"
 #   for "the label is wrong" on part of the unseen facts.
 
+# %%
+if MODE == "offline":
+    assert (sel["AUROC"] >= 0.7).all(), sel  # the entropy does rank the relabels (chapter 5)
+    assert quartile_right.iloc[0] >= 0.6 and quartile_right.iloc[-1] <= 0.35, quartile_right
+    assert (sel["right, dropped"] >= sel["base model right, dropped"] - 0.03).all(), sel  # dropping gains nothing
+    ss = [flag_rows[("selfselect", n)] for n in NOISE_LEVELS]
+    for n, d in zip(NOISE_LEVELS, ss):  # SelfSelect's flags: about as precise as random ones
+        assert abs(d["precision"] - n / 100) < 0.1, (n, d)
+    assert max(d["flagged"] for d in ss) - min(d["flagged"] for d in ss) <= 0.05 * ss[0]["n"], ss  # whatever the noise
+    assert mean("selfselect", 30) > mean("robustft", 30) and abs(mean("selfselect", 70) - mean("sft", 70)) < 0.03
+    print("the entropy ranks the relabels (AUROC >= 0.7), but the half that β = 0.5 drops is right at least about as "
+          "often as the base model's own answer; SelfSelect flags about as many labels at every rate, about as "
+          "precisely as random flags, and behaves like SFT: checked")
+
 # %% [markdown]
 # ## Sensitivity to β and k (Figure 3)
 
 # %% tags=["nbval-ignore-output"]
 fig = compare.plot_sensitivity(summary)
 sens = summary.get("sensitivity", {})
-pd.concat({"β": pd.Series(sens.get("beta"), dtype=float), "k": pd.Series(sens.get("k"), dtype=float)},
-          names=["parameter", "value"]).rename("accuracy").to_frame().round(3)
+if sens:
+    beta_acc = {float(b): v for b, v in sens["beta"].items()}
+    k_acc = {int(k): v for k, v in sens["k"].items()}
+    glue("sens_noise", sens["noise"])
+    glue("sens_beta_default", beta_acc[base.beta])
+    glue("sens_beta_1", beta_acc[1.0])
+    glue("sens_k_default", k_acc[base.k])
+    glue("sens_k_best", max(k_acc.values()))
+    glue("sens_k_best_at", max(k_acc, key=k_acc.get))
+    glue("sens_k_1", k_acc[1])
+    display(pd.concat({"β": pd.Series(sens["beta"], dtype=float), "k": pd.Series(sens["k"], dtype=float)},
+                      names=["parameter", "value"])
+            .rename(f"accuracy at {sens['noise']} % noise (seed {sens['seed']})").to_frame().round(3))
+
+# %% [markdown]
+# At {glue:text}`sens_noise:d` % noise the paper's settings are not the best points on this
+# benchmark. β = 0.5 gives {glue:text}`sens_beta_default:.3f`; keeping every relabel (β = 1,
+# the ablation w/o Selection) gives {glue:text}`sens_beta_1:.3f`, for the reason the
+# w/o Selection bullet above gives: the relabels that β drops are right about as often as what
+# the model answers without them. k = 3 gives {glue:text}`sens_k_default:.3f`, k =
+# {glue:text}`sens_k_best_at:d` gives {glue:text}`sens_k_best:.3f`, and k = 1
+# {glue:text}`sens_k_1:.3f`: no trend, so what k changes here is which relabels happen to come
+# out right, not how well the worked examples work.
+#
+# Each point is one run on one world. The grey band is the default configuration over this
+# chapter's run seeds at the same rate ({glue:text}`stab_rf_min:.3f` to
+# {glue:text}`stab_rf_max:.3f`, the stability study below), and the y-axis spans 15 points, so
+# a difference of two or three points is drawn at its size rather than stretched over the
+# whole plot. Between benchmark seeds (another world and toy model) methods move by more than
+# between run seeds — the three-seed table at the end has standard deviations of up to
+# {glue:text}`three_std_max:.3f` — so one seed cannot rank these settings. The three-seed run
+# does compare one pair at every rate: w/o Selection (β = 1) against RobustFT (β = 0.5), ahead
+# by {glue:text}`three_wo_sel_min:+.1f` to {glue:text}`three_wo_sel_max:+.1f` points on
+# average. So β = 1 is at least as good as β = 0.5 here; the paper's β = 0.5 and k = 3 are its
+# settings, not optima this benchmark shows.
+
+# %%
+if MODE == "offline":
+    assert beta_acc[1.0] >= beta_acc[base.beta] - 0.01, beta_acc  # keeping every relabel does not hurt
+    assert max(k_acc.values()) >= k_acc[base.k], k_acc
+    print("β = 1 at least as good as β = 0.5 (within a point) on this seed: checked")
 
 # %% [markdown]
 # ## Perplexity of the gold answers (Figure 4)
@@ -378,29 +592,95 @@ if MODE == "offline":
 # ## Categories (Figure 5)
 #
 # Offline the categories are the benchmark's three question kinds — where someone lives, a
-# trade, and the two-hop mentor question; on a GPU with MMLU, its 57 subjects.
+# trade, and the two-hop mentor question; on a GPU with MMLU, its 57 subjects. The figure and
+# the table show the middle noise rate.
 
 # %% tags=["nbval-ignore-output"]
 fig = compare.plot_categories(summary)
-mid = list(summary["categories"])[len(summary["categories"]) // 2]
-pd.DataFrame({compare.LABELS[m]: summary["categories"][mid][m]
-              for m in ("vanilla", "sft", "robustft", "robustft_noise_aware")}).round(3)
+mid = list(summary["categories"])[len(summary["categories"]) // 2]  # the middle noise rate
+cats = pd.DataFrame({compare.LABELS[m]: summary["categories"][mid][m]
+                     for m in ("vanilla", "sft", "robustft", "robustft_noise_aware")})
+glue("cat_noise", int(mid))
+for m, col in (("vanilla", "Vanilla"), ("sft", "SFT"), ("robustft", "RobustFT"),
+               ("na", "RobustFT noise-aware (ours)")):
+    for c in cats.index:
+        glue(f"cat_{m}_{c}", float(cats.loc[c, col]))
+if MODE == "offline":  # which right labels the checker flags, by question kind (at the same rate)
+    right_flagged = facts[(facts["noise (%)"] == int(mid)) & facts["label right"]].groupby("category")["flagged"].mean()
+    glue("mentor_right_flagged", float(right_flagged["mentor"]))
+    glue("other_right_flagged", float(right_flagged.drop("mentor").max()))
+    cats["RobustFT: right labels flagged"] = right_flagged
+cats.rename_axis(f"question kind, at {mid} % noise").round(3)
+
+# %% [markdown]
+# At {glue:text}`cat_noise:d` % noise, fine-tuning on the noisy labels (SFT) costs most on the
+# residence questions ({glue:text}`cat_sft_residence:.3f` against Vanilla's
+# {glue:text}`cat_vanilla_residence:.3f`), where the base model knows most, and gains on the
+# two-hop mentor questions ({glue:text}`cat_sft_mentor:.3f` against
+# {glue:text}`cat_vanilla_mentor:.3f`), where it knows least. RobustFT keeps the residences
+# ({glue:text}`cat_robustft_residence:.3f`) but gains less on the mentor questions
+# ({glue:text}`cat_robustft_mentor:.3f`): its checker flags {glue:text}`mentor_right_flagged:.2f`
+# of the *right* mentor labels, against at most {glue:text}`other_right_flagged:.2f` of the
+# other kinds (chapter 3: the direct expert, answering at once, often misses the first hop).
+# The noise-aware variant gains most on the mentor questions
+# ({glue:text}`cat_na_mentor:.3f`) and on trades ({glue:text}`cat_na_trade:.3f`, Vanilla
+# {glue:text}`cat_vanilla_trade:.3f`), and holds the residences
+# ({glue:text}`cat_na_residence:.3f`).
+
+# %%
+if MODE == "offline":
+    c = cats
+    assert c.loc["residence", "SFT"] < c.loc["residence", "Vanilla"] - 0.05, c  # noisy labels cost known facts
+    assert c.loc["mentor", "SFT"] > c.loc["mentor", "Vanilla"] + 0.05, c
+    assert c.loc["residence", "RobustFT"] >= c.loc["residence", "Vanilla"] - 0.03, c
+    assert c.loc["mentor", "RobustFT"] < c.loc["mentor", "SFT"], c
+    assert right_flagged["mentor"] > right_flagged.drop("mentor").max() + 0.1, right_flagged
+    gain = c["RobustFT noise-aware (ours)"] - c["Vanilla"]
+    assert gain.idxmax() == "mentor" and gain["residence"] >= -0.05, gain
+    print(f"at {mid} %: SFT loses residences and gains mentors; RobustFT keeps residences, gains less on mentors "
+          "and flags right mentor labels most; the noise-aware variant gains most on mentors: checked")
 
 # %% [markdown]
 # ## Stability over run seeds (Figure 6)
 #
-# The chapter runs three run seeds (its time budget); `robustft compare` runs five (0–4) by
-# default, and the three-seed run at the end of the chapter has them in its `compare.json`.
+# A *run seed* seeds the noise injection and the fine-tuning; the world and the toy model stay
+# those of benchmark seed 0. This chapter runs three run seeds, its time budget.
+# `robustft compare` runs five (0–4) by default, and so did the committed run read at the end of
+# the chapter (`results/compare-cpu-2-threads`, made over benchmark seeds 0–2, with its
+# stability study on benchmark seed 0).
 
 # %% tags=["nbval-ignore-output"]
 fig = compare.plot_stability(summary)
 stab = summary.get("stability", {}).get("methods", {})
-pd.DataFrame({compare.LABELS[m]: {"mean": v["mean"], "std": v["std"]} for m, v in stab.items()}).T.round(3)
+if stab:
+    for m, key in (("sft", "sft"), ("robustft", "rf"), ("robustft_noise_aware", "na")):
+        glue(f"stab_{key}_min", min(stab[m]["values"]))
+        glue(f"stab_{key}_max", max(stab[m]["values"]))
+    glue("stab_std_max", max(v["std"] for v in stab.values()))
+    glue("stab_noise", summary["stability"]["noise"])
+    glue("stab_seeds", ", ".join(map(str, summary["stability"]["run_seeds"])))
+(pd.DataFrame({compare.LABELS[m]: {"mean": v["mean"], "std": v["std"], "min": min(v["values"]),
+                                   "max": max(v["values"])} for m, v in stab.items()}).T
+ .rename_axis(f"at {summary['stability']['noise']} % noise, run seeds "
+              f"{', '.join(map(str, summary['stability']['run_seeds']))}").round(3))
+
+# %% [markdown]
+# Over run seeds {glue:text}`stab_seeds` at {glue:text}`stab_noise:d` % noise the three
+# methods never change places: SFT lies between {glue:text}`stab_sft_min:.3f` and
+# {glue:text}`stab_sft_max:.3f`, RobustFT between {glue:text}`stab_rf_min:.3f` and
+# {glue:text}`stab_rf_max:.3f`, the noise-aware variant between {glue:text}`stab_na_min:.3f`
+# and {glue:text}`stab_na_max:.3f`; no standard deviation exceeds
+# {glue:text}`stab_std_max:.3f`. The run seed moves a method less than the benchmark seed
+# does (another world and toy model): the three-seed table below has standard deviations up to
+# {glue:text}`three_std_max:.3f`. Differences of a point or two on one seed, as in the
+# sensitivity study, are therefore not rankings.
 
 # %%
 if MODE == "offline":
     assert all(v["std"] < 0.05 for v in stab.values()), stab  # a few points at most between run seeds
-    print("every method within a few points across run seeds: checked")
+    v = {m: stab[m]["values"] for m in ("sft", "robustft", "robustft_noise_aware")}
+    assert max(v["sft"]) < min(v["robustft"]) and max(v["robustft"]) < min(v["robustft_noise_aware"]), v
+    print("every method within a few points across run seeds, and SFT < RobustFT < noise-aware in every run: checked")
 
 # %% [markdown]
 # ## Three seeds (`robustft compare --seeds 0 1 2`)
@@ -418,6 +698,10 @@ if three is None:
 else:
     display(pd.DataFrame({f"{n} %": {compare.LABELS[m]: f"{v['mean']:.3f} ± {v['std']:.3f}"
                                      for m, v in three["noise"][n].items()} for n in three["noise"]}))
+    glue("three_std_max", max(v["std"] for row in three["noise"].values() for v in row.values()))
+    wo_sel = [100 * (row["wo_selection"]["mean"] - row["robustft"]["mean"]) for row in three["noise"].values()]
+    glue("three_wo_sel_min", min(wo_sel))
+    glue("three_wo_sel_max", max(wo_sel))
 
 # %%
 if three is not None:
@@ -427,8 +711,9 @@ if three is not None:
         assert row["robustft_noise_aware"] >= row["robustft"] - 0.01, (n, row)
         f1 = {m: three["detection"][n][m]["f1"]["mean"] for m in ("robustft_noise_aware", "confident_learning")}
         assert f1["robustft_noise_aware"] >= f1["confident_learning"], (n, f1)
+        assert row["wo_selection"] >= row["robustft"] - 0.005, (n, row)  # β = 1 at least as good as β = 0.5
     print("three seeds: noise-aware ≥ max(Vanilla, SFT) + 3 points and ≥ RobustFT − 1 point at every rate, "
-          "and its F1 ≥ confident learning's: checked")
+          "its F1 ≥ confident learning's, and w/o Selection ≥ RobustFT: checked")
 
 # %% [markdown]
 # ## Summary
@@ -440,8 +725,8 @@ if three is not None:
 #   baselines take and return what `robustft.denoise` does.
 # - On this benchmark the paper's checker cannot tell a wrong label from a fact the model does
 #   not know, and loses to plain SFT at 30 % noise. Estimating the noise rate and the experts'
-#   reliability from the data, and keeping each label by its posterior, fixes that: the
-#   noise-aware variant beats Vanilla, SFT and RobustFT at every noise rate.
+#   reliability from the data, and keeping each label by its posterior, fixes that on this
+#   run: {glue:text}`na_verdict`.
 #
 # **Exercises.** (1) Run the noise-aware variant with `noise_rate` given (the true 0.3) in
 # `label_posterior`: how much of its gain is the estimate's? (2) Give the posterior the CER

@@ -286,65 +286,121 @@ def write_outputs(rows: list[dict], summary: dict, out: str | Path) -> list[Path
     return paths
 
 
-def _grouped_bars(ax, groups: list[str], series: dict[str, list], errors: dict[str, list] | None = None):
+# One colour per method, the same in every figure (13 methods: tab10 and three more).
+COLORS = dict(zip(METHODS, ("#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
+                            "#bcbd22", "#17becf", "#ff7f0e", "#393b79", "#e7969c", "#000000")))
+
+
+def _grouped_bars(ax, groups: list[str], series: dict[str, list], errors: dict[str, list] | None = None,
+                  colors: dict[str, str] | None = None):
+    """Bars of several series side by side in each group; `errors` (optional) as error bars,
+    `colors` (optional) one colour per series label."""
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
     for i, (label, vals) in enumerate(series.items()):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, yerr=(errors or {}).get(label),
-               capsize=2, label=label)
+               capsize=2, label=label, color=(colors or {}).get(label))
     ax.set_xticks(x)
     ax.set_xticklabels(groups)
 
 
+def _seeds_text(summary: dict, std: bool = True) -> str:
+    seeds = summary["seeds"]
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"mean{' ± std' if std else ''} over seeds {', '.join(map(str, seeds))}"
+
+
 def plot_accuracy(summary: dict):
-    """Figure: test accuracy of every method at every noise rate (mean ± std over seeds)."""
+    """Figure: test accuracy of every method at every noise rate, in two panels (the
+    baselines; RobustFT and its ablations), with error bars of the std over seeds when there
+    are several."""
     import matplotlib.pyplot as plt
 
     noises = list(summary["noise"])
     methods = list(summary["noise"][noises[0]])
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    _grouped_bars(ax, [f"{n} %" for n in noises],
-                  {LABELS[m]: [summary["noise"][n][m]["mean"] for n in noises] for m in methods},
-                  {LABELS[m]: [summary["noise"][n][m]["std"] for n in noises] for m in methods})
-    ax.set_ylabel("test accuracy")
-    ax.set_xlabel("wrong training labels")
-    ax.set_ylim(0, 1)
-    ax.legend(ncol=5, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    ax.set_title(f"Every method, seeds {', '.join(map(str, summary['seeds']))}")
+    several = len(summary["seeds"]) > 1
+    panels = [(title, ms) for title, ms in (
+        ("Baselines", [m for m in TABLE if m in methods]),
+        ("RobustFT and its ablations", [m for m in ("robustft", *ABLATION_ROWS) if m in methods])) if ms]
+    if len(panels) == 2 and panels[1][1] == ["robustft"]:  # no ablation ran: RobustFT is in the first panel
+        panels = panels[:1]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels) + 0.4), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for ax, (title, ms) in zip(axes, panels):
+        _grouped_bars(ax, [f"{n} %" for n in noises],
+                      {LABELS[m]: [summary["noise"][n][m]["mean"] for n in noises] for m in ms},
+                      {LABELS[m]: [summary["noise"][n][m]["std"] for n in noises] for m in ms} if several else None,
+                      {LABELS[m]: COLORS[m] for m in ms})
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axes[-1].set_xlabel("wrong training labels")
+    fig.suptitle(f"Test accuracy of every method ({_seeds_text(summary)})")
     fig.tight_layout()
     return fig
 
 
 def plot_sensitivity(summary: dict):
-    """Figure 3: RobustFT's accuracy against β and against k."""
+    """Figure 3: RobustFT's accuracy against β and against k. The y-axis spans at least 15
+    points, so that a difference of a few points looks as large as it is; where the summary's
+    stability study ran RobustFT at the same noise rate, the band shows the range of its
+    accuracy over run seeds (the defaults β = 0.5, k = 3)."""
     import matplotlib.pyplot as plt
+
+    from .denoise import DenoiseConfig
 
     s = summary.get("sensitivity")
     if not s:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3), sharey=True)
-    for ax, name, xlabel in ((axes[0], "beta", "β (fraction of relabels kept)"), (axes[1], "k", "k (worked examples)")):
+    base = DenoiseConfig()  # the stability study runs the default config
+    stab = summary.get("stability") or {}
+    band = None
+    if stab.get("noise") == s["noise"] and stab.get("seed") == s["seed"] and "robustft" in stab.get("methods", {}):
+        band = stab["methods"]["robustft"]["values"]
+    values = [v for name in ("beta", "k") for v in s[name].values()] + list(band or [])
+    mid, half = (min(values) + max(values)) / 2, max(0.075, (max(values) - min(values)) / 2 + 0.02)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
+    for ax, name, xlabel in ((axes[0], "beta", "β (fraction of relabels kept)"),
+                             (axes[1], "k", "k (worked examples)")):
         xs = sorted(s[name], key=float)
-        ax.plot([float(x) for x in xs], [s[name][x] for x in xs], "o-")
+        if band:
+            ax.axhspan(min(band), max(band), color="tab:gray", alpha=0.25,
+                       label=f"β = {base.beta}, k = {base.k}: range over run seeds "
+                             f"{', '.join(map(str, stab['run_seeds']))}")
+        ax.plot([float(x) for x in xs], [s[name][x] for x in xs], "o-", color=COLORS["robustft"],
+                label="RobustFT, one run")
+        ax.set_xticks([float(x) for x in xs])
         ax.set_xlabel(xlabel)
+    axes[0].set_ylim(mid - half, mid + half)
     axes[0].set_ylabel("test accuracy")
-    fig.suptitle(f"RobustFT's sensitivity at {s['noise']} % noise (seed {s['seed']})")
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"RobustFT's sensitivity at {s['noise']} % noise (seed {s['seed']}, one run per point)")
     fig.tight_layout()
     return fig
 
 
 def plot_perplexity(summary: dict):
-    """Figure 4: perplexity of the gold test answers under each fine-tuned model."""
+    """Figure 4: perplexity of the gold test answers under each fine-tuned model (a linear
+    axis from 1, the lowest perplexity there is)."""
     import matplotlib.pyplot as plt
 
     noises = list(summary["perplexity"])
-    methods = [m for m in summary["perplexity"][noises[0]] if np.isfinite(summary["perplexity"][noises[0]][m]["mean"])]
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    # nan in a summary, null (None) in a compare.json read back: SelfRAG trains no model
+    methods = [m for m, v in summary["perplexity"][noises[0]].items()
+               if v["mean"] is not None and np.isfinite(v["mean"])]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     _grouped_bars(ax, [f"{n} %" for n in noises],
-                  {LABELS[m]: [summary["perplexity"][n][m]["mean"] for n in noises] for m in methods})
+                  {LABELS[m]: [summary["perplexity"][n][m]["mean"] for n in noises] for m in methods},
+                  colors={LABELS[m]: COLORS[m] for m in methods})
+    top = max(summary["perplexity"][n][m]["mean"] for n in noises for m in methods)
+    ax.set_ylim(1, top + 0.1 * (top - 1))
     ax.set_ylabel("perplexity of the gold answers")
-    ax.set_yscale("log")
-    ax.legend(ncol=4, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    ax.set_xlabel("wrong training labels")
+    ax.set_title(f"Perplexity of the right test answers, lower is better ({_seeds_text(summary, std=False)})",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
@@ -357,12 +413,14 @@ def plot_categories(summary: dict, methods: Sequence[str] = ("vanilla", "sft", "
     n = noises[len(noises) // 2]
     methods = [m for m in methods if m in summary["categories"][n]]
     cats = sorted({c for m in methods for c in summary["categories"][n][m]})
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    _grouped_bars(ax, cats, {LABELS[m]: [summary["categories"][n][m].get(c, np.nan) for c in cats] for m in methods})
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    _grouped_bars(ax, cats, {LABELS[m]: [summary["categories"][n][m].get(c, np.nan) for c in cats] for m in methods},
+                  colors={LABELS[m]: COLORS[m] for m in methods})
     ax.set_ylabel("test accuracy")
+    ax.set_xlabel("question kind")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Accuracy per category at {n} % noise")
-    ax.legend(fontsize=7)
+    ax.set_title(f"Accuracy per category at {n} % noise ({_seeds_text(summary, std=False)})", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
@@ -378,11 +436,12 @@ def plot_stability(summary: dict):
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.boxplot([s["methods"][m]["values"] for m in methods])
     for i, m in enumerate(methods, 1):
-        ax.plot([i] * len(s["methods"][m]["values"]), s["methods"][m]["values"], "k.", alpha=0.6)
+        ax.plot([i] * len(s["methods"][m]["values"]), s["methods"][m]["values"], ".", color=COLORS[m], alpha=0.8)
     ax.set_xticks(range(1, len(methods) + 1))
     ax.set_xticklabels([LABELS[m] for m in methods], fontsize=8)
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Over run seeds {s['run_seeds']} at {s['noise']} % noise (world and model of seed {s['seed']})")
+    ax.set_title(f"Over run seeds {', '.join(map(str, s['run_seeds']))} at {s['noise']} % noise "
+                 f"(world and model of seed {s['seed']})", fontsize=10)
     fig.tight_layout()
     return fig
 
