@@ -220,8 +220,8 @@ except robustft.DataError as e:
     print(e)
 
 # %% [markdown]
-# The paper's noisy ARC files contain one such row (a `D` on a three-option question, left
-# by their noise injector). `load_official` keeps it, with a warning, so that its noise rates
+# The paper's noisy ARC files contain such rows (a `D` on a three-option question, left by
+# their noise injector). `load_official` keeps them, with a warning, so that its noise rates
 # match the paper's exactly; such a label can never be judged correct.
 #
 # ## Summary

@@ -74,6 +74,7 @@ import pandas as pd
 
 import robustft
 from robustft import prompts
+from robustft.notebook import glue
 
 OUT = Path(RUNS) / "02_baselines"
 OUT.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,32 @@ pd.DataFrame({"option": q.options,
 # %% tags=["nbval-ignore-output"]
 print(f"prediction: {scores.predictions[0]}, label: {q.answer}, "
       f"response entropy of the prediction: {scores.prediction_nll[0]:.3f} nats/token")
+pred = robustft.letter_index(scores.predictions[0])
+p_line = float(np.exp(scores.logprobs[0][pred]))  # over the whole vocabulary, token by token
+p_option = float(scores.probs[0][pred])  # renormalised over the options
+glue("showcase_nll", float(scores.prediction_nll[0]))
+glue("showcase_p_line", p_line)
+glue("showcase_p_option", p_option)
+glue("showcase_options_mass", float(np.exp(scores.logprobs[0]).sum()))
+print(f"p(answer line) = {p_line:.3f} of the whole vocabulary's mass; {p_option:.3f} among the options")
+
+# %%
+if MODE == "offline":  # the shipped toy model of seed 0: sure of a wrong option here
+    assert scores.predictions[0] != q.answer and p_option > 0.5, (scores.predictions[0], q.answer, p_option)
+assert abs(p_option - p_line / np.exp(scores.logprobs[0]).sum()) < 1e-4  # the same number, renormalised
+print("the option probability is the answer line's probability over the options' total mass: checked")
+
+# %% [markdown]
+# This question shows two things. First, the two numbers measure different totals. The
+# response entropy, {glue:text}`showcase_nll:.3f` nats per token, is a negative
+# log-probability over the *whole vocabulary*: the model gives the answer line
+# {glue:text}`showcase_p_line:.3f` of its mass, and the rest to tokens that begin no option
+# at all (the four options together get {glue:text}`showcase_options_mass:.3f`).
+# The {glue:text}`showcase_p_option:.3f` in the table is the same probability *renormalised
+# over the options*. Second, being sure is not being right: the model puts most of the
+# options' mass on one option, and here that option is not the test label. A low entropy over the
+# options says the model has made up its mind, not that its mind is right; RobustFT's selection
+# stage has to live with that.
 
 # %% [markdown]
 # ## Vanilla: what the base model knows
