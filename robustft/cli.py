@@ -60,8 +60,9 @@ def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None)
         raise UsageError(f"--model {spec}: cannot load it as a local folder or a Hugging Face id ({first})") from None
 
 
-def _check_embedder(name: str) -> None:
-    """Load a custom sentence-transformers embedder now, so a typo fails before the expert passes."""
+def _check_embedder(name: str, device=None) -> None:
+    """Load a custom sentence-transformers embedder now, so a typo fails before the expert passes.
+    Loaded for the model's device, it is the very (cached) instance the relabel stage then uses."""
     from robustft.relabel import resolve_embedder
 
     resolved = resolve_embedder(name)
@@ -72,7 +73,7 @@ def _check_embedder(name: str) -> None:
     from robustft.relabel import _sentence_model
 
     try:
-        _sentence_model(resolved, None)
+        _sentence_model(resolved, None if device is None else str(device))
     except (OSError, ValueError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"--embedder {name}: cannot load it as a sentence-transformers model ({first})") from None
@@ -175,9 +176,8 @@ def cmd_denoise(args) -> None:
     if any(o.resolve() == Path(args.data).resolve() for o in outputs):
         raise UsageError(f"--out {out} would overwrite the input {args.data}")
     _check_out(out, args.force, "denoise")
-    _check_model(args.model)
-    _check_embedder(config.embedder)
     lm = _load_lm(args.model, args.quantize)
+    _check_embedder(config.embedder, lm.device)
     _claim_out(out, args.force, {"command": "denoise", "data": str(args.data), "model": args.model})
     print(f"denoising {len(samples)} samples of {args.data} with {args.model} "
           f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}", file=sys.stderr)
