@@ -245,8 +245,13 @@ def cmd_evaluate(args) -> None:
     _no_samples(samples, args.data)
     if args.json:
         _check_output_file(Path(args.json), args.force, inputs=(args.data, args.adapter))
-    if args.adapter and not (Path(args.adapter) / "adapter_config.json").exists():
-        raise UsageError(f"--adapter {args.adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    if args.adapter:
+        # A local folder must hold an adapter; anything of the form owner/name may be a Hub id.
+        adapter = Path(args.adapter)
+        if adapter.exists() and not (adapter / "adapter_config.json").exists():
+            raise UsageError(f"--adapter {args.adapter}: not a LoRA adapter folder (no adapter_config.json)")
+        if not adapter.exists() and not re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", args.adapter):
+            raise UsageError(f"--adapter {args.adapter}: no such folder")
     lm = _load_lm(args.model, args.quantize, adapter=args.adapter)
     try:
         result = robustft.evaluate(lm, samples, progress=not args.no_progress)

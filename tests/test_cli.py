@@ -146,6 +146,9 @@ def test_evaluate_reads_only_the_test_file_of_an_official_folder(official_folder
     (folder / "test.csv").write_bytes((official_folder / "test.csv").read_bytes())
     code, out, _ = run_cli(capsys, "evaluate", "--data", folder, "--model", "toy", "--no-progress")
     assert code == 0 and f"on {N} samples" in out
+    for adapter, expected in ((tmp_path / "no-adapter", "no such folder"), (folder, "not a LoRA adapter folder")):
+        code, _, err = run_cli(capsys, "evaluate", "--data", folder, "--model", "toy", "--adapter", adapter)
+        assert code == 2 and expected in err and "Traceback" not in err
     (folder / "test.csv").write_text("id,question,answer,options\n")
     code, _, err = run_cli(capsys, "evaluate", "--data", folder / "test.csv", "--model", "toy")
     assert code == 2 and "no samples" in err
