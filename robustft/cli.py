@@ -15,6 +15,7 @@ exits with status 2, without a traceback. Nothing the user gave is overwritten: 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 RUN_MARKER = "run.json"
+TOY_SPEC = re.compile(r"toy(?::(\d+))?")  # --model toy / toy:SEED
 
 
 class UsageError(Exception):
@@ -34,7 +36,7 @@ class UsageError(Exception):
 def _check_model(spec: str) -> None:
     """Cheap checks of --model before any work: a typo'd toy seed or a local path that is not
     there (anything else may be a Hugging Face id, which only loading can tell)."""
-    if spec.startswith("toy") and not re.fullmatch(r"toy(?::(\d+))?", spec):
+    if spec.startswith("toy") and not TOY_SPEC.fullmatch(spec):
         raise UsageError(f"--model {spec}: the offline model is 'toy' or 'toy:SEED' (a seed >= 0)")
     if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
         raise UsageError(f"--model {spec}: no such model folder")
@@ -44,7 +46,7 @@ def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None)
     import robustft
 
     _check_model(spec)
-    m = re.fullmatch(r"toy(?::(\d+))?", spec)
+    m = TOY_SPEC.fullmatch(spec)
     if m:
         from robustft.offline import ToyConfig
 
@@ -70,10 +72,10 @@ def _check_embedder(name: str, device=None) -> None:
         return
     if resolved.startswith((".", "/", "~")) and not Path(resolved).expanduser().is_dir():
         raise UsageError(f"--embedder {name}: no such model folder")
-    from robustft.relabel import _sentence_model
+    from robustft.relabel import _sentence_embeddings
 
     try:
-        _sentence_model(resolved, None if device is None else str(device))
+        _sentence_embeddings(resolved, ["probe"], 1, device)
     except (OSError, ValueError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f"--embedder {name}: cannot load it as a sentence-transformers model ({first})") from None
@@ -146,6 +148,16 @@ def _check_output_file(path: Path, force: bool, inputs=()) -> None:
         raise UsageError(f"{path.parent}: no such folder")
 
 
+@contextlib.contextmanager
+def _naming(data):
+    """A ValueError of the model stage (e.g. an over-long sample, named by its id) also names
+    the --data file it came from."""
+    try:
+        yield
+    except ValueError as e:
+        raise UsageError(f"{data}: {e}") from None
+
+
 def _no_samples(samples, data) -> None:
     if not samples:
         raise UsageError(f"{data}: no samples")
@@ -182,10 +194,8 @@ def cmd_denoise(args) -> None:
     print(f"denoising {len(samples)} samples of {args.data} with {args.model} "
           f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}", file=sys.stderr)
     start = time.time()
-    try:
+    with _naming(args.data):
         result = denoise(samples, lm, config, out=out, force=args.force, progress=not args.no_progress)
-    except ValueError as e:  # e.g. an over-long sample: name the file it came from
-        raise UsageError(f"{args.data}: {e}") from None
     seconds = time.time() - start
     by = args.answer_by or "letter"
     to_official_csv(result.samples, outputs[0])
@@ -230,10 +240,8 @@ def cmd_finetune(args) -> None:
         from robustft.offline import TOY_SFT as SFT
 
         kw = dict(SFT, seed=args.seed)
-    try:
+    with _naming(args.data):
         tuned = robustft.finetune(lm, samples, output_dir=out, progress=not args.no_progress, **kw)
-    except ValueError as e:
-        raise UsageError(f"{args.data}: {e}") from None
     losses = tuned.info["train_loss"]
     print(f"fine-tuned on {len(samples)} samples: loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {out}")
 
@@ -253,10 +261,8 @@ def cmd_evaluate(args) -> None:
         if not adapter.exists() and not re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", args.adapter):
             raise UsageError(f"--adapter {args.adapter}: no such folder")
     lm = _load_lm(args.model, args.quantize, adapter=args.adapter)
-    try:
+    with _naming(args.data):
         result = robustft.evaluate(lm, samples, progress=not args.no_progress)
-    except ValueError as e:
-        raise UsageError(f"{args.data}: {e}") from None
     print(f"accuracy {result.accuracy:.4f} on {len(samples)} samples")
     for cat, acc in result.by_category.items():
         print(f"  {cat:24s} {acc:.4f}  ({result.counts[cat]})")
