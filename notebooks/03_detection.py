@@ -106,7 +106,10 @@ print(f"{lm.name}: {len(trains[NOISE_LEVELS[0]])} training questions at each of 
 # The **direct expert** reads the question and its options and answers at once. It does not
 # generate: it scores each option's answer line in one forward pass and picks the most likely
 # (chapter 2). The **reasoning-enhanced expert** is asked to think step by step first; it
-# generates, and its answer is read from the final `Answer:` line.
+# generates, and its answer is read from the final `Answer:` line. As in the paper it writes
+# one response, greedily. `DenoiseConfig(reasoning_paths=8)` is an option of ours that makes
+# it sample eight and answer by majority vote (self-consistency); the book's page *The method*
+# says why it is off by default.
 #
 # `robustft.detect.run_detection_experts` runs both over a list of samples and returns two
 # `ExpertOutputs`: the answers, and the scores behind them. Here are both experts on the first

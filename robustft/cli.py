@@ -178,6 +178,7 @@ def cmd_denoise(args) -> None:
 
     config = DenoiseConfig(checker=args.checker, k=args.k, embedder=args.embedder, review=args.review,
                            beta=args.beta, entropy=args.entropy, entropy_from=args.entropy_from,
+                           reasoning_paths=args.paths, temperature=args.temperature,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                            skip_long=args.skip_long, strategy=args.strategy)
     samples, noise = _load_data(args.data, args.noise)
@@ -321,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=d.strategy, choices=["robustft", "noise_aware"],
                    help="robustft (the paper's chain) or noise_aware (ours: keep, relabel or flag each label "
                         "by its posterior; default: %(default)s)")
+    p.add_argument("--paths", type=int, default=d.reasoning_paths,
+                   help="reasoning responses sampled per question, answer by majority vote (self-consistency; "
+                        "1: one greedy response, the paper's; default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help="sampling temperature of those responses (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--skip-long", action="store_true",

@@ -166,6 +166,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/demo", help="results folder (resumes from its runs.jsonl)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="benchmark seeds (default 0)")
     p.add_argument("--noise", type=int, nargs="+", default=list(NOISE_LEVELS), help="noise rates in percent")
+    p.add_argument("--paths", type=int, default=1,
+                   help="reasoning responses per question, answer by majority vote (self-consistency; "
+                        "default 1: one greedy response, the paper's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -176,11 +179,16 @@ def check_arguments(args) -> None:
             raise ValueError(f"--noise {n}: give percentages between 1 and 99")
     if any(s < 0 for s in args.seeds):
         raise ValueError("--seeds: seeds must be >= 0")
+    if args.paths < 1:
+        raise ValueError(f"--paths {args.paths}: give 1 or more")
 
 
 def main_args(args) -> None:
     start = time.time()
-    rows = run(args.seeds, args.noise, args.out, progress=not args.no_progress)
+    from .denoise import DenoiseConfig
+
+    config = DenoiseConfig(reasoning_paths=args.paths)
+    rows = run(args.seeds, args.noise, args.out, config=config, progress=not args.no_progress)
     summary = summarize(rows, args.seeds, args.noise, seconds=round(time.time() - start, 1))
     paths = write_outputs(rows, summary, Path(args.out))
     print()

@@ -63,6 +63,13 @@ class DenoiseConfig:
             CER answer under the CER prompt), "review" (the new label under the review
             agent's prompt; the CER answer's when no agent ran), or "experts" (ours: the new
             label under the experts that gave it, `selection.supporting_entropy`).
+        reasoning_paths: 1 (the paper): the reasoning-enhanced expert writes one greedy
+            response. More: it samples that many responses and answers by majority vote, its
+            confidence being the vote's share (self-consistency, an option of ours;
+            `robustft.detect.run_reasoning_expert`). On the offline benchmark 8 paths raised
+            the training labels' accuracy on seeds 0-2 but not on held-out seeds 3-5, so it
+            is off by default (`results/self-consistency-8-paths/`).
+        temperature: the sampling temperature of those paths (used when reasoning_paths > 1).
         max_new_tokens: generation budget of the reasoning expert and of short answers.
         batch_size: samples per stored batch (and per forward pass).
         skip_long: leave out (stage "skipped") the samples whose prompt and answer exceed the
@@ -86,6 +93,8 @@ class DenoiseConfig:
     beta: float = 0.5
     entropy: str = "nll"
     entropy_from: str = "experts"
+    reasoning_paths: int = 1
+    temperature: float = 0.7
     max_new_tokens: int = 64
     batch_size: int = 64
     skip_long: bool = False
@@ -107,6 +116,10 @@ class DenoiseConfig:
             raise ValueError(f"review must be one of {REVIEWS}, got {self.review!r}")
         if self.entropy_from not in ENTROPY_FROM:
             raise ValueError(f"entropy_from must be one of {ENTROPY_FROM}, got {self.entropy_from!r}")
+        if self.reasoning_paths < 1:
+            raise ValueError(f"reasoning_paths must be >= 1, got {self.reasoning_paths}")
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
 
@@ -213,7 +226,8 @@ def denoise(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig 
 def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, store, progress):
     """detect → relabel → select over samples that fit the model: (training set, provenance, stats)."""
     kw = dict(batch_size=config.batch_size, store=store, progress=progress)
-    direct, reasoning = run_detection_experts(lm, samples, max_new_tokens=config.max_new_tokens, **kw)
+    direct, reasoning = run_detection_experts(lm, samples, max_new_tokens=config.max_new_tokens,
+                                              paths=config.reasoning_paths, temperature=config.temperature, **kw)
     labels = [s.answer for s in samples]
     tasks = [s.task for s in samples]
     if config.strategy == "noise_aware":
@@ -230,7 +244,7 @@ def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, stor
         entropy = response_entropy(rel.review, rel.labels, config.entropy)
     elif config.entropy_from == "experts":
         entropy = supporting_entropy(rel.labels, rel.context, response_entropy(rel.context, rel.labels, config.entropy),
-                                     [reasoning.answers[i] for i in rel.indices], reasoning.max_nll[rel.indices],
+                                     [reasoning.answers[i] for i in rel.indices], reasoning.answer_nll[rel.indices],
                                      [tasks[i] for i in rel.indices])
     else:
         entropy = response_entropy(rel.context, rel.context.answers, config.entropy)
@@ -241,6 +255,8 @@ def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, stor
     for i, s in enumerate(samples):
         row = {"id": s.id, "given": s.answer, "direct": direct.answers[i], "reasoning": reasoning.answers[i],
                "reasoning_text": reasoning.texts[i], "noisy": bool(noisy[i])}
+        if reasoning.agreement is not None:
+            row["reasoning_agreement"] = _num(reasoning.agreement[i])
         if s.clean_answer is not None:
             row["clean_answer"] = s.clean_answer
         if i in pos:
@@ -278,7 +294,7 @@ def _noise_aware(samples: list[Sample], direct, reasoning):
         sub = [samples[i] for i in rows]
         post = label_posterior([letter_index(s.answer) for s in sub], direct.probs[rows],
                                [letter_index(reasoning.answers[i]) if reasoning.answers[i] else -1 for i in rows],
-                               -reasoning.max_nll[rows], [len(s.options) for s in sub])
+                               -reasoning.answer_nll[rows], [len(s.options) for s in sub])
         for j, i in enumerate(rows):
             p_given = float(post.posterior[j, letter_index(samples[i].answer)])
             new = letter(int(post.labels[j]))

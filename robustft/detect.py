@@ -3,7 +3,14 @@
 Two experts answer every training question:
 
 - the **direct expert** (the paper's base LLM): option scoring of the direct prompt;
-- the **reasoning-enhanced expert**: step-by-step generation ending in ``Answer: X``.
+- the **reasoning-enhanced expert**: step-by-step generation ending in ``Answer: X``. As
+  in the paper it writes one (greedy) response. With ``paths > 1`` (an option of this
+  project, off by default; `DenoiseConfig.reasoning_paths`) the expert is
+  *self-consistent* (Wang et al., 2023, arXiv 2203.11171): it samples that many responses
+  and answers by majority vote, and the share of responses behind the answer is its
+  confidence (`self_consistency`). A greedy chain of steps that copies a wrong name into
+  its second hop answers wrongly however sure each token is; a vote over several chains
+  can outweigh it.
 
 The **checker** turns their answers and the given label into a flag per sample: *clean* or
 *potentially noisy*. The paper's (and the official code's) rule marks a sample clean when
@@ -16,6 +23,7 @@ the thin wrapper that runs the model.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,6 +31,7 @@ import numpy as np
 from .experts import ExpertOutputs, PassStore, run_pass
 from .metrics import answers_match
 from .model import LanguageModel
+from .progress import progress_bar
 from .prompts import checker_prompt, direct_prompt, reasoning_prompt
 from .sample import MC, Sample
 
@@ -85,6 +94,89 @@ def detect_noise(labels: Sequence[str], direct: Sequence[str | None], reasoning:
     return flags
 
 
+def self_consistency(path_answers: Sequence[Sequence], tasks: Sequence[str] | None = None,
+                     prefer: Sequence | None = None) -> tuple[list, np.ndarray, np.ndarray]:
+    """Majority vote over several sampled answers per sample (self-consistency).
+
+    Args:
+        path_answers: P sequences (one per sampled path) of n answers each; None where a
+            path gave no answer.
+        tasks: n task types; answers count as the same when `metrics.answers_match` says so
+            (short answers: normalised fuzzy match). Default: multiple choice.
+        prefer: n answers that break ties when they are among the tied (e.g. the greedy
+            response's); otherwise the tie goes to the answer reached first.
+
+    Returns:
+        answers: n voted answers (None where no path answered);
+        agreement: [n] float64, the share of the P paths that gave the voted answer (nan
+            where none answered);
+        source: [n] int, the first path that gave the voted answer (-1 where none did).
+    """
+    paths = [list(p) for p in path_answers]
+    if not paths:
+        raise ValueError("self_consistency needs at least one path")
+    n = len(paths[0])
+    if any(len(p) != n for p in paths):
+        raise ValueError(f"every path must answer all {n} samples, got lengths {[len(p) for p in paths]}")
+    tasks = [MC] * n if tasks is None else list(tasks)
+    answers, agreement, source = [], np.full(n, np.nan), np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        groups: list[list] = []  # [answer, count, first path]
+        for j, p in enumerate(paths):
+            a = p[i]
+            if a is None:
+                continue
+            for g in groups:
+                if answers_match(a, g[0], tasks[i]):
+                    g[1] += 1
+                    break
+            else:
+                groups.append([a, 1, j])
+        if not groups:
+            answers.append(None)
+            continue
+        top = max(g[1] for g in groups)
+        tied = [g for g in groups if g[1] == top]
+        pick = tied[0]
+        if prefer is not None and prefer[i] is not None:
+            pick = next((g for g in tied if answers_match(prefer[i], g[0], tasks[i])), pick)
+        answers.append(pick[0])
+        agreement[i], source[i] = top / len(paths), pick[2]
+    return answers, agreement, source
+
+
+def run_reasoning_expert(lm: LanguageModel, samples: Sequence[Sample], *, paths: int = 1, temperature: float = 0.7,
+                         max_new_tokens: int = 64, batch_size: int = 64, store: PassStore | None = None,
+                         progress: bool = True) -> ExpertOutputs:
+    """The reasoning-enhanced expert: one greedy step-by-step response per sample, or, with
+    ``paths > 1``, `paths` responses sampled at `temperature` and a majority vote
+    (`self_consistency`; ties go to the greedy response's answer, which is computed too).
+
+    With several paths the returned pass holds the voted answers, their `agreement`, and the
+    text and token statistics of one response that gave the voted answer (the greedy one
+    when it did). Every path is stored as its own pass, so a re-run resumes mid-way.
+    """
+    prompts = [reasoning_prompt(s) for s in samples]
+    kw = dict(generate_all=True, max_new_tokens=max_new_tokens, batch_size=batch_size, store=store)
+    greedy = run_pass("reasoning", lm, samples, prompts, progress=progress, **kw)
+    if paths <= 1:
+        return greedy
+    sampled = [run_pass("reasoning", lm, samples, prompts, temperature=temperature, seed=path, progress=False, **kw)
+               for path in progress_bar(range(paths), desc=f"reasoning expert, {paths} sampled paths",
+                                        enabled=progress)]
+    answers, agreement, source = self_consistency([p.answers for p in sampled], [s.task for s in samples],
+                                                  prefer=greedy.answers)
+    texts, stats = list(greedy.texts), {k: getattr(greedy, k).copy() for k in ("nll", "token_entropy", "max_nll")}
+    for i, (a, j) in enumerate(zip(answers, source)):
+        if j < 0 or answers_match(greedy.answers[i], a, samples[i].task):
+            continue  # the greedy response gave the voted answer (or nothing was voted)
+        texts[i] = sampled[j].texts[i]
+        for k in stats:
+            stats[k][i] = getattr(sampled[j], k)[i]
+    return dataclasses.replace(greedy, answers=answers, texts=texts, agreement=agreement,
+                               seconds=greedy.seconds + sum(p.seconds for p in sampled), **stats)
+
+
 def run_direct_expert(lm: LanguageModel, samples: Sequence[Sample], *, max_new_tokens: int = 64,
                       batch_size: int = 64, store: PassStore | None = None, progress: bool = True) -> ExpertOutputs:
     """The direct expert alone (option scoring; short answers by generation). One call for
@@ -94,13 +186,14 @@ def run_direct_expert(lm: LanguageModel, samples: Sequence[Sample], *, max_new_t
 
 
 def run_detection_experts(lm: LanguageModel, samples: Sequence[Sample], *, max_new_tokens: int = 64,
-                          batch_size: int = 64, store: PassStore | None = None,
-                          progress: bool = True) -> tuple[ExpertOutputs, ExpertOutputs]:
-    """The direct and the reasoning-enhanced expert over `samples`: (direct, reasoning)."""
+                          batch_size: int = 64, paths: int = 1, temperature: float = 0.7,
+                          store: PassStore | None = None, progress: bool = True) -> tuple[ExpertOutputs, ExpertOutputs]:
+    """The direct and the reasoning-enhanced expert over `samples`: (direct, reasoning).
+    `paths` and `temperature` go to `run_reasoning_expert` (1: the paper's single response)."""
     direct = run_direct_expert(lm, samples, max_new_tokens=max_new_tokens, batch_size=batch_size, store=store,
                                progress=progress)
-    reasoning = run_pass("reasoning", lm, samples, [reasoning_prompt(s) for s in samples], generate_all=True,
-                         max_new_tokens=max_new_tokens, batch_size=batch_size, store=store, progress=progress)
+    reasoning = run_reasoning_expert(lm, samples, paths=paths, temperature=temperature, max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size, store=store, progress=progress)
     return direct, reasoning
 
 

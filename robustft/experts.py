@@ -102,6 +102,9 @@ class ExpertOutputs:
         max_nll: [n] float64 the largest token NLL of a generated response (its least sure
             token: in step-by-step recall, the step the model is least sure of); nan for
             scored rows.
+        agreement: [n] float64 for a self-consistent reasoning pass (several sampled paths,
+            `robustft.detect.self_consistency`): the share of paths that gave `answers`
+            (nan where none answered); None for a single pass.
     """
 
     answers: list
@@ -113,6 +116,18 @@ class ExpertOutputs:
     token_entropy: np.ndarray
     max_nll: np.ndarray | None = None
     seconds: float = 0.0  # time spent computing (batches read back from a store cost none)
+    agreement: np.ndarray | None = None
+
+    @property
+    def answer_nll(self) -> np.ndarray:
+        """[n] how unsure a generated pass is of its own answer, as a negative log-probability
+        in nats: with several sampled paths (self-consistency, `agreement` set) -log of the
+        share of paths that gave the answer; with one response its largest token NLL. nan for
+        scored rows and where no answer was given."""
+        if self.agreement is None:
+            return self.max_nll
+        with np.errstate(divide="ignore"):
+            return np.where(self.agreement > 0, -np.log(self.agreement), np.nan)
 
     @classmethod
     def from_rows(cls, rows: Sequence[dict], seconds: float = 0.0) -> "ExpertOutputs":
@@ -186,9 +201,9 @@ def _score_rows(lm: LanguageModel, samples, prompts, batch_size, by=None) -> lis
     return rows
 
 
-def _generate_rows(lm, samples, prompts, batch_size, max_new_tokens) -> list[dict]:
-    gens = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                    ids=[s.id for s in samples], progress=False)
+def _generate_rows(lm, samples, prompts, batch_size, max_new_tokens, temperature=0.0, seed=0) -> list[dict]:
+    gens = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
+                    seed=seed, ids=[s.id for s in samples], progress=False)
     return [{"answer": extract_answer(g.text, s), "text": g.text, "nll": _finite(g.mean_nll),
              "max_nll": _finite(float(-g.logprobs.min()) if len(g.logprobs) else np.nan),
              "token_entropy": _finite(float(g.entropy.mean()) if len(g.entropy) else np.nan)}
@@ -205,8 +220,8 @@ def _batch_key(name: str, lm: LanguageModel, settings: dict, samples, prompts) -
 
 def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: Sequence[str], *,
              generate_all: bool = False, by: str | None = None, max_new_tokens: int = 64,
-             batch_size: int = 64, store: PassStore | None = None,
-             progress: bool = True) -> ExpertOutputs:
+             temperature: float = 0.0, seed: int = 0, batch_size: int = 64,
+             store: PassStore | None = None, progress: bool = True) -> ExpertOutputs:
     """Run one expert pass: score (mc) or generate (short answers, or every sample with
     `generate_all`) each prompt, in batches of `batch_size` consecutive samples.
 
@@ -217,6 +232,9 @@ def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: S
         generate_all: generate every sample, multiple choice included (the reasoning expert).
         by: score options by "letter" or "text" (default `lm.answer_by`).
         max_new_tokens: the generation budget.
+        temperature: 0 generates greedily; > 0 samples (scored rows are unaffected). Each
+            batch draws from its own generator, seeded by `seed` and the batch's position,
+            so a stored batch and a recomputed one agree.
         store: where finished batches are kept (resume); None keeps nothing.
 
     Returns the pass as `ExpertOutputs`, rows in the samples' order.
@@ -224,8 +242,11 @@ def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: S
     samples, prompts = list(samples), list(prompts)
     if len(prompts) != len(samples):
         raise ValueError(f"{len(prompts)} prompts for {len(samples)} samples")
-    settings = {"max_new_tokens": max_new_tokens if generate_all or any(s.task != MC for s in samples) else None,
+    generates = generate_all or any(s.task != MC for s in samples)
+    settings = {"max_new_tokens": max_new_tokens if generates else None,
                 "generate_all": generate_all, "by": by or lm.answer_by}
+    if temperature > 0 and generates:  # greedy passes keep the keys their stored batches have
+        settings.update(temperature=temperature, seed=seed)
     rows: list[dict] = []
     seconds = 0.0
     starts = range(0, len(samples), batch_size)
@@ -239,7 +260,8 @@ def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: S
             scored = [i for i, s in enumerate(part) if s.task == MC and not generate_all]
             written = sorted(set(range(len(part))) - set(scored))
             for idx, fn in ((scored, lambda ss, pp: _score_rows(lm, ss, pp, batch_size, by)),
-                            (written, lambda ss, pp: _generate_rows(lm, ss, pp, batch_size, max_new_tokens))):
+                            (written, lambda ss, pp: _generate_rows(lm, ss, pp, batch_size, max_new_tokens,
+                                                                    temperature, seed * 1_000_003 + start))):
                 if idx:
                     for i, r in zip(idx, fn([part[i] for i in idx], [ps[i] for i in idx])):
                         done[i] = r

@@ -277,7 +277,7 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
         k: worked examples per question (the paper uses 3; 0: none, the question alone).
         embedder: see `embed`; ignored when `embeddings` ([n, d]) are given.
         review: "agent" (the paper's review prompt), "confidence" (`review_by_confidence`
-            with CER's answer NLL and the reasoning's largest token NLL), or "none" (the CER
+            with CER's answer NLL and the reasoning expert's `answer_nll`), or "none" (the CER
             answer is the new label).
     """
     if review not in REVIEWS:
@@ -305,7 +305,7 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
         from .selection import response_entropy
 
         labels = review_by_confidence(context.answers, response_entropy(context, context.answers),
-                                      [reasoning.answers[i] for i in idx], reasoning.max_nll[idx],
+                                      [reasoning.answers[i] for i in idx], reasoning.answer_nll[idx],
                                       [s.task for s in targets])
     elif review == "agent":
         by = lm.answer_by

@@ -91,6 +91,10 @@ def test_settings_out_of_range_exit_2(official_folder, tmp_path, capsys):
     code, _, err = run_cli(capsys, "denoise", "--data", official_folder, "--noise", "50", "--model", "toy",
                            "--out", tmp_path / "o", "--beta", "1.5")
     assert code == 2 and "beta" in err and "Traceback" not in err
+    for flag, value in (("--paths", "0"), ("--temperature", "0")):
+        code, _, err = run_cli(capsys, "denoise", "--data", official_folder, "--noise", "50", "--model", "toy",
+                               "--out", tmp_path / "o", flag, value)
+        assert code == 2 and flag.strip("-") in err and "Traceback" not in err, err
 
 
 def test_a_foreign_out_folder_is_never_overwritten_without_force(official_folder, tmp_path, capsys):
@@ -191,6 +195,8 @@ def test_demo_checks_its_arguments_and_its_folder_first(tmp_path, capsys):
     assert code == 2 and "--noise 200" in err and not (tmp_path / "d").exists()
     code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "d", "--seeds", "-1")
     assert code == 2 and "seeds" in err and not (tmp_path / "d").exists()
+    code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "d", "--paths", "0")
+    assert code == 2 and "--paths 0" in err and not (tmp_path / "d").exists()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "results.csv").write_text("my numbers")

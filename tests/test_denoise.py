@@ -6,6 +6,7 @@ import pytest
 
 import robustft
 from robustft.denoise import CLEAN, DROPPED, SELECTED, DenoiseConfig, denoise
+from robustft.detect import detect_noise
 from robustft.offline import ToyConfig, make_benchmark
 
 # A slice of the offline benchmark keeps these tests quick; small batches make many of them.
@@ -96,7 +97,7 @@ def test_a_changed_setting_recomputes_only_what_it_changes(toy, full_run, tmp_pa
     # Same folder, another k: the detection passes are reused, CER and review recomputed.
     k5 = denoise(train, lm, DenoiseConfig(batch_size=BATCH, max_new_tokens=40, k=2), out=out, progress=False)
     n_batches = -(-N // BATCH)
-    # direct + reasoning, and any review batch whose prompts came out the same
+    # direct + reasoning
     assert k5.stats["reused_batches"] == 2 * n_batches
     n_flagged = sum(p["noisy"] for p in reference.provenance)
     assert k5.stats["computed_batches"] == -(-n_flagged // BATCH)  # every CER prompt changed; no review agent
@@ -111,14 +112,15 @@ def test_a_changed_setting_recomputes_only_what_it_changes(toy, full_run, tmp_pa
 
 
 def test_short_answers_go_through_every_stage_by_generation(toy, tmp_path):
-    from robustft.detect import detect_noise
     from robustft.sample import SHORT, Sample
 
     lm, train = toy
     # The same questions without options: every expert must write its answer.
     short = [Sample(id=s.id, question=s.question, answer=s.answer_text, task=SHORT) for s in train[:24]]
     short, changed = robustft.inject_noise(short, 0.5, seed=1)
-    result = denoise(short, lm, DenoiseConfig(batch_size=8, max_new_tokens=24, k=2), out=tmp_path, progress=False)
+    # Three sampled reasoning responses per question: short answers are voted on too.
+    config = DenoiseConfig(batch_size=8, max_new_tokens=24, k=2, reasoning_paths=3)
+    result = denoise(short, lm, config, out=tmp_path, progress=False)
     prov = result.provenance
     flags = detect_noise([p["given"] for p in prov], [p["direct"] for p in prov], [p["reasoning"] for p in prov],
                          tasks=[SHORT] * len(prov))
@@ -129,9 +131,17 @@ def test_short_answers_go_through_every_stage_by_generation(toy, tmp_path):
     assert sum(p["stage"] == SELECTED for p in flagged) == int(np.floor(0.5 * len(flagged) + 0.5))
     assert all(isinstance(s.answer, str) and s.task == SHORT for s in result.samples)
     assert result.report["n"] == 24 and result.report["noisy"] == len(changed)
-    # Generated passes were stored per batch: 3 batches each of direct, reasoning, and the relabel passes.
+    # Generated passes were stored per batch: 3 batches each of direct, of the greedy reasoning
+    # response and of every sampled one, and the relabel passes.
     stored = [json.loads(line)["pass"] for line in (tmp_path / "experts.jsonl").read_text().splitlines()]
-    assert stored.count("direct") == stored.count("reasoning") == 3 and "context" in stored
+    assert stored.count("direct") == 3 and stored.count("reasoning") == 3 * (1 + config.reasoning_paths)
+    assert "context" in stored
+    # Every row records the share of the paths behind its answer: 1/3, 2/3 or 1, and None
+    # where no path answered (the toy often writes options out instead of an answer line).
+    for p in prov:
+        share = p["reasoning_agreement"]
+        assert (share is None) == (p["reasoning"] is None)
+        assert share is None or any(np.isclose(share, j / 3) for j in (1, 2, 3)), share
 
 
 def test_the_llm_checker_is_a_config_switch(toy, tmp_path):
@@ -150,12 +160,48 @@ def test_the_papers_review_agent_is_a_config_switch(toy, full_run, tmp_path):
     lm, train = toy
     _, reference = full_run
     paper = DenoiseConfig.paper(batch_size=BATCH, max_new_tokens=40)
-    assert (paper.review, paper.entropy_from) == ("agent", "context")
+    assert (paper.review, paper.entropy_from, paper.reasoning_paths) == ("agent", "context", 1)
     result = denoise(train, lm, paper, out=tmp_path, progress=False)
     stored = [json.loads(line)["pass"] for line in (tmp_path / "experts.jsonl").read_text().splitlines()]
     n_batches = -(-N // BATCH)
     assert stored.count("review") == -(-sum(p["noisy"] for p in result.provenance) // BATCH)
     flagged = [p for p in result.provenance if p["noisy"]]
     assert all(p["relabel"] == p["review"] for p in flagged)  # the agent's answer is the new label
-    assert [p["noisy"] for p in result.provenance] == [p["noisy"] for p in reference.provenance]
-    assert stored.count("direct") == n_batches
+    # The paper's reasoning expert: one greedy response, no vote, and the checker over it.
+    prov = result.provenance
+    assert [p["noisy"] for p in prov] == detect_noise([p["given"] for p in prov], [p["direct"] for p in prov],
+                                                      [p["reasoning"] for p in prov]).tolist()
+    assert all("reasoning_agreement" not in p for p in prov)
+    assert [p["noisy"] for p in prov] == [p["noisy"] for p in reference.provenance]  # the same detection
+    assert stored.count("direct") == stored.count("reasoning") == n_batches
+
+
+def test_the_self_consistent_reasoning_expert_votes_over_stored_sampled_paths(toy, tmp_path):
+    from robustft.detect import run_reasoning_expert, self_consistency
+    from robustft.experts import PassStore
+
+    lm, train = toy
+    few = train[:BATCH]
+    store = PassStore(tmp_path)
+    greedy = run_reasoning_expert(lm, few, paths=1, max_new_tokens=40, store=store, progress=False)
+    assert greedy.agreement is None and store.computed == 1
+    voted = run_reasoning_expert(lm, few, paths=4, max_new_tokens=40, store=store, progress=False)
+    assert store.computed == 1 + 4 and store.reused == 1  # the greedy pass is shared
+    # The vote is `self_consistency` over the stored paths, ties to the greedy answer.
+    paths = [[r["answer"] for r in rows] for rows in _stored_passes(tmp_path)[1:]]
+    answers, agreement, _ = self_consistency(paths, prefer=greedy.answers)
+    assert voted.answers == answers and np.allclose(voted.agreement, agreement, equal_nan=True)
+    assert len({tuple(p) for p in paths}) > 1  # sampling: the paths differ
+    # Each shown response reached the voted answer.
+    from robustft.prompts import extract_answer
+
+    assert all(extract_answer(t, s) == a for t, s, a in zip(voted.texts, few, voted.answers) if a is not None)
+    # Sampling is seeded: a fresh store gives the same paths.
+    again = run_reasoning_expert(lm, few, paths=4, max_new_tokens=40, store=PassStore(tmp_path / "again"), progress=False)
+    assert again.answers == voted.answers and again.texts == voted.texts
+
+
+def _stored_passes(folder):
+    """The stored rows of each batch in `folder`, in the order they were written."""
+    lines = (folder / "experts.jsonl").read_text().splitlines()
+    return [json.loads(line)["rows"] for line in lines]

@@ -123,11 +123,13 @@ def test_detection_report_counts():
 def test_config_round_trips_and_rejects_bad_values():
     c = DenoiseConfig(k=5, beta=0.3, checker="either")
     assert DenoiseConfig.from_dict(c.to_dict()) == c
-    for bad in ({"k": 0}, {"beta": 2.0}, {"checker": "vote"}, {"entropy": "bits"}, {"entropy_from": "x"}):
+    for bad in ({"k": 0}, {"beta": 2.0}, {"checker": "vote"}, {"entropy": "bits"}, {"entropy_from": "x"},
+                {"reasoning_paths": 0}, {"temperature": 0.0}, {"temperature": float("nan")}):
         with pytest.raises(ValueError):
             DenoiseConfig(**bad)
     with pytest.raises(ValueError, match="unknown"):
         DenoiseConfig.from_dict({"kk": 3})
+    assert DenoiseConfig.paper().reasoning_paths == DenoiseConfig().reasoning_paths == 1  # one response
 
 
 def test_reasoning_steps_drop_the_answer_line():
@@ -158,3 +160,33 @@ def test_review_by_confidence_keeps_agreement_and_else_trusts_the_surer_expert()
     assert review_by_confidence(ctx, h_ctx, rsn, h_rsn) == ["A", "B", "D", "B", "D", "A"]  # tie -> CER
     short = review_by_confidence(["the 5 men"], np.array([3.0]), ["5 men"], np.array([0.1]), tasks=[SHORT])
     assert short == ["the 5 men"]  # the same answer after normalisation: agreement stands
+
+
+def test_self_consistency_votes_and_reports_the_share_behind_the_answer():
+    from robustft.detect import self_consistency
+
+    paths = [["A", "B", None, "C", None],
+             ["A", "C", None, "D", None],
+             ["B", "C", "A", "C", None],
+             ["A", "B", None, "D", None]]
+    answers, agreement, source = self_consistency(paths, prefer=["B", "C", None, "D", "A"])
+    # a majority; a tie broken by `prefer`; one vote of four; a tie `prefer` is part of; no answer at all
+    assert answers == ["A", "C", "A", "D", None]
+    assert np.allclose(agreement, [0.75, 0.5, 0.25, 0.5, np.nan], equal_nan=True)
+    assert source.tolist() == [0, 1, 2, 1, -1]
+    # Without `prefer` a tie goes to the answer reached first.
+    assert self_consistency(paths)[0][1] == "B"
+    # Short answers vote by normalised fuzzy match.
+    short, share, _ = self_consistency([["the 5 men"], ["5 men"], ["six"]], tasks=[SHORT])
+    assert short == ["the 5 men"] and math.isclose(share[0], 2 / 3)
+    with pytest.raises(ValueError, match="every path"):
+        self_consistency([["A", "B"], ["A"]])
+
+
+def test_answer_nll_is_minus_log_the_vote_share_with_several_paths():
+    one = ExpertOutputs.from_rows([{"answer": "A", "text": "x", "nll": 0.1, "token_entropy": 0.2, "max_nll": 0.7}])
+    assert np.allclose(one.answer_nll, [0.7])  # one response: its least sure token
+    import dataclasses
+
+    voted = dataclasses.replace(one, agreement=np.array([0.25]))
+    assert np.allclose(voted.answer_nll, [math.log(4)])
