@@ -105,6 +105,8 @@ def _load_data(path: str, noise: int | None, split: str = "train"):
     if not p.exists():
         raise UsageError(f"{p}: no such file or folder")
     m = re.fullmatch(r"noisy(\d+)\.csv", p.name)
+    if m and noise is not None and noise != int(m.group(1)):
+        raise UsageError(f"--noise {noise} contradicts the file name {p.name}; leave --noise out for a file")
     if m and p.parent.name == "noisy" and (p.parent.parent / "labeled.csv").exists():
         return robustft.load_official(p.parent.parent, noise=int(m.group(1))).train, int(m.group(1))
     return robustft.load_samples(p), (int(m.group(1)) if m else noise)

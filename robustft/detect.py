@@ -107,10 +107,9 @@ def self_consistency(path_answers: Sequence[Sequence], tasks: Sequence[str] | No
             response's); otherwise the tie goes to the answer reached first.
 
     Returns:
-        answers: n voted answers (None where no path answered);
-        agreement: [n] float64, the share of the P paths that gave the voted answer (nan
-            where none answered);
-        source: [n] int, the first path that gave the voted answer (-1 where none did).
+        A tuple (answers, agreement, source): the n voted answers (None where no path
+        answered); [n] float64, the share of the P paths that gave the voted answer (nan
+        where none answered); [n] int, the first path that gave it (-1 where none did).
     """
     paths = [list(p) for p in path_answers]
     if not paths:

@@ -91,6 +91,9 @@ def test_settings_out_of_range_exit_2(official_folder, tmp_path, capsys):
     code, _, err = run_cli(capsys, "denoise", "--data", official_folder, "--noise", "50", "--model", "toy",
                            "--out", tmp_path / "o", "--beta", "1.5")
     assert code == 2 and "beta" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "denoise", "--data", official_folder / "noisy" / "noisy50.csv", "--noise", "30",
+                           "--model", "toy", "--out", tmp_path / "o")
+    assert code == 2 and "--noise 30 contradicts the file name noisy50.csv" in err and not (tmp_path / "o").exists()
     for flag, value in (("--paths", "0"), ("--temperature", "0")):
         code, _, err = run_cli(capsys, "denoise", "--data", official_folder, "--noise", "50", "--model", "toy",
                                "--out", tmp_path / "o", flag, value)
