@@ -166,9 +166,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/demo", help="results folder (resumes from its runs.jsonl)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="benchmark seeds (default 0)")
     p.add_argument("--noise", type=int, nargs="+", default=list(NOISE_LEVELS), help="noise rates in percent")
-    p.add_argument("--paths", type=int, default=1,
-                   help="reasoning responses per question, answer by majority vote (self-consistency; "
-                        "default 1: one greedy response, the paper's)")
+    from .denoise import DenoiseConfig
+
+    p.add_argument("--paths", type=int, default=DenoiseConfig.reasoning_paths,
+                   help="reasoning responses sampled per question, answer by majority vote (self-consistency; "
+                        "1: one greedy response, the paper's; default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -22,9 +22,9 @@ Generated answers (short-answer tasks) have only the response's own statistics: 
 `supporting_entropy` is this project's variant (not the paper's): the entropy of the new label
 under the expert(s) that gave it — the CER answer's H when CER gave it, the least sure token
 of the step-by-step response when the reasoning expert gave it (a mean NLL over a templated
-reasoning text is dominated by the template's sure tokens), the lower of the two when both
-did — so a relabel that came from the reasoning expert is ranked by the reasoning's
-confidence instead of CER's.
+reasoning text is dominated by the template's sure tokens; with several sampled responses,
+-log of the share that voted for it), the lower of the two when both did — so a relabel that
+came from the reasoning expert is ranked by the reasoning's confidence instead of CER's.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def select_by_entropy(entropy: Sequence[float], beta: float = 0.5) -> np.ndarray
 
 
 def supporting_entropy(labels: Sequence[str | None], context: ExpertOutputs, context_entropy: np.ndarray,
-                       reasoning_answers: Sequence[str | None], reasoning_max_nll: np.ndarray,
+                       reasoning_answers: Sequence[str | None], reasoning_nll: np.ndarray,
                        tasks: Sequence[str] | None = None) -> np.ndarray:
     """[m] entropy of each new label under the experts that support it (see the module
     docstring); nan where neither the CER nor the reasoning expert gave that label.
@@ -104,8 +104,9 @@ def supporting_entropy(labels: Sequence[str | None], context: ExpertOutputs, con
         labels: the m new labels.
         context: the CER pass; `context_entropy` [m] its entropy of each label
             (`response_entropy(context, labels)`).
-        reasoning_answers, reasoning_max_nll: the reasoning expert's m answers and [m] largest
-            token NLLs.
+        reasoning_answers, reasoning_nll: the reasoning expert's m answers and [m]
+            `ExpertOutputs.answer_nll` of them: the largest token NLL of its one response, or
+            -log of the vote's share when it sampled several (self-consistency).
         tasks: m task types (answers compare as `metrics.answers_match` does); default mc.
     """
     out = np.full(len(labels), np.nan)
@@ -117,7 +118,7 @@ def supporting_entropy(labels: Sequence[str | None], context: ExpertOutputs, con
         if answers_match(context.answers[i], y, task):
             support.append(context_entropy[i])
         if answers_match(reasoning_answers[i], y, task):
-            support.append(reasoning_max_nll[i])
+            support.append(reasoning_nll[i])
         support = [h for h in support if np.isfinite(h)]
         if support:
             out[i] = min(support)
