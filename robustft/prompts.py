@@ -103,28 +103,103 @@ def self_select_prompt(sample: Sample) -> str:
 
 
 _ANSWER_RE = re.compile(rf"{ANSWER_PREFIX}\s*\(?\s*([^\n]*)", re.IGNORECASE)
+# A multiple-choice answer *statement*: an `Answer:` line (also "Final Answer:", "**Answer:**")
+# or "the (final / correct / best) answer (option, choice) is ...". Its value is the rest of
+# the line (the next line when the statement ends its own). "The given answer is ..." or "the
+# other answer is ..." quote an option without choosing it, so they are not statements.
+_STATEMENT_RE = re.compile(
+    rf"(?:{ANSWER_PREFIX}|\b(?:the|my)\s+(?:(?:final|correct|best|right)\s+)?(?:answer|option|choice)\s+"
+    r"(?:is|would\s+be|will\s+be)\b\s*:?)[\s*_]*([^\n]*)", re.IGNORECASE)
+# An option letter opening a value: "(b)" in any case; a capital followed by punctuation, a
+# space or the end ("B.", "B)", "B:", "B because", "B"); a small letter only with punctuation or
+# alone ("b)", "b"), since "a" before a word is the article ("a lizard shedding its skin").
+# `strict` (a response's opening line, with no statement) drops "B because": "A chemical..." is
+# prose there.
+_LETTER_RE = re.compile(r"\(([A-Za-z])\)|([A-Z])(?=$|[.):,]|\s)|([a-z])(?=$|[.):])")
+_STRICT_LETTER_RE = re.compile(r"\(([A-Za-z])\)|([A-Z])(?=$|[.):])|([a-z])(?=$|[.):])")
+_MORE_LETTERS_RE = re.compile(r"\s*(?:,|/|\bor\b|\band\b)\s*\(?[A-Za-z]\)?(?=$|[.):,\s])", re.IGNORECASE)
+_OPTION_LINE_RE = re.compile(r"^[\s*_]*\(?([A-Z])[.)]\s", re.MULTILINE)  # "B. text", "(B) text"
+_AMBIGUOUS = object()  # a value naming one option by its letter and another by its words, or several letters
+
+
+def _plain(text: str) -> str:
+    """Lower-case text without markdown, quotes, outer punctuation or repeated spaces."""
+    text = re.sub(r"[*_`\"\u201c\u201d]|(?<!\w)'|'(?!\w)", "", text)
+    return " ".join(text.split()).strip(" .,;:!").lower()
+
+
+def _overlap(a: str, b: str) -> float:
+    """Jaccard similarity of the two texts' sets of lower-case words."""
+    wa, wb = set(re.findall(r"\w+", a.lower())), set(re.findall(r"\w+", b.lower()))
+    return len(wa & wb) / len(wa | wb) if wa | wb else 0.0
+
+
+def _read_option(value: str, sample: Sample, strict: bool = False):
+    """The option a value names: its letter, `_AMBIGUOUS`, or None when it names none.
+
+    The value is an option's text (any case); or a letter, optionally followed by text. A
+    letter followed by more letters ("A or C"), or by words closer to another option than to
+    its own (word-set Jaccard similarity at least 0.25 and above the own option's: "B.
+    positive" when B is neutral), is ambiguous.
+    """
+    v = re.sub(r"^(?:option|choice)\s+", "", value.strip().strip("*_ \"'\u201c\u201d"), flags=re.IGNORECASE)
+    plain = _plain(v)
+    texts = [_plain(o) for o in sample.options]
+    if plain and plain in texts:
+        return sample.letters[texts.index(plain)]
+    m = (_STRICT_LETTER_RE if strict else _LETTER_RE).match(v)
+    if m is None:
+        return None
+    letter = next(g for g in m.groups() if g).upper()
+    if letter not in sample.letters:
+        return None
+    rest = v[m.end():]
+    if _MORE_LETTERS_RE.match(rest):
+        return _AMBIGUOUS
+    # SmolLM2 writes e.g. "C. Sickle cell anemia: ..." where D is sickle cell anemia: the
+    # letter says one option, the words another.
+    sims = [_overlap(rest, o) for o in sample.options]
+    own = sims[sample.letters.index(letter)]
+    if any(x >= 0.25 and x > own for l, x in zip(sample.letters, sims) if l != letter):
+        return _AMBIGUOUS
+    return letter
 
 
 def extract_answer(text: str, sample: Sample) -> str | None:
-    """Read the answer from a model response, as the official code does (`Answer: X`).
+    """Read the answer from a model response.
 
-    Multiple choice: the letter after the *last* `Answer:` when it names one of the sample's
-    options; failing that, an option text that the answer line reproduces exactly. Short
-    answer: the rest of that line. Returns None when nothing usable is found.
+    Short answer: the rest of the last ``Answer:`` line (the official code's rule).
+
+    Multiple choice, in the forms instruct models write (the table in
+    ``tests/data/smollm2_reasoning.jsonl`` holds real SmolLM2 responses):
+
+    1. The last answer *statement* that names an option decides: ``Answer: B``, ``**Answer:**
+       (b)``, ``Final Answer: B. <text>``, ``The answer is <option text>``, ``The correct option
+       is C``. An option's text counts as its letter; a letter with words closer to another
+       option's text, or with several letters ("A or C"), is ambiguous: None.
+    2. With no such statement, a response that opens with an option ("C. <text>", "(C)", the
+       option's text alone) answers it, unless it goes on to list other options in the same
+       form (an enumeration of the choices is no answer).
+
+    Returns an option letter (mc) or the answer text (short); None when the response commits
+    to no option. The toy model's ``Answer: <option text>`` lines read as they always did.
     """
-    matches = _ANSWER_RE.findall(text)
-    if not matches:
-        return None
-    raw = matches[-1].strip()
     if sample.task != MC:
-        return raw.rstrip(".").strip() or None
-    m = re.match(r"\(?([A-Za-z])\)?(?:[.):,\s]|$)", raw)
-    if m and m.group(1).upper() in sample.letters:
-        return m.group(1).upper()
-    for l, o in zip(sample.letters, sample.options):
-        if raw.rstrip(".").strip().lower() == o.strip().lower():
-            return l
-    return None
+        matches = _ANSWER_RE.findall(text)
+        return (matches[-1].strip().rstrip(".").strip() or None) if matches else None
+    for value in reversed(_STATEMENT_RE.findall(text)):
+        named = _read_option(value, sample)
+        if named is not None:
+            return None if named is _AMBIGUOUS else named
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    named = _read_option(lines[0], sample, strict=True)
+    if named is None or named is _AMBIGUOUS:
+        return None
+    if any(letter != named for letter in _OPTION_LINE_RE.findall(text)):
+        return None
+    return named
 
 
 def reasoning_steps(text: str) -> str:
