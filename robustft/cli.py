@@ -34,11 +34,15 @@ class UsageError(Exception):
 
 # ------------------------------------------------------------------------------ helpers
 def _check_model(spec: str) -> None:
-    """Cheap checks of --model before any work: a typo'd toy seed or a local path that is not
-    there (anything else may be a Hugging Face id, which only loading can tell)."""
+    """Cheap checks of --model before any work: a typo'd toy seed, or a local .gguf file or
+    folder that is not there (anything else may be a Hugging Face id, which only loading can
+    tell)."""
     if spec.startswith("toy") and not TOY_SPEC.fullmatch(spec):
         raise UsageError(f"--model {spec}: the offline model is 'toy' or 'toy:SEED' (a seed >= 0)")
-    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
+    if spec.endswith(".gguf"):
+        if not Path(spec).expanduser().is_file():
+            raise UsageError(f"--model {spec}: no such GGUF file")
+    elif spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
         raise UsageError(f"--model {spec}: no such model folder")
 
 
@@ -56,10 +60,14 @@ def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None)
         return robustft.load_model("toy", config=config, adapter=adapter)
     try:
         return robustft.load_model(spec, quantize=quantize, adapter=adapter)
-    except OSError as e:
-        # transformers' OSError for an unknown id / no network / no weights: one line, not 80.
+    except (OSError, ValueError, ImportError, RuntimeError) as e:
+        # One line, not 80: transformers' OSError for an unknown id / no network / no weights,
+        # a GGUF file that does not convert (robustft.gguf raises its reader's errors as
+        # ValueError), a missing package (the message names the pip command), no CUDA.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"--model {spec}: cannot load it as a local folder or a Hugging Face id ({first})") from None
+        if isinstance(e, OSError):
+            raise UsageError(f"--model {spec}: cannot load it as a local folder or a Hugging Face id ({first})") from None
+        raise UsageError(f"--model {spec}: {first}") from None
 
 
 def _check_embedder(name: str, device=None) -> None:
