@@ -39,7 +39,7 @@ def _check_model(spec: str) -> None:
     tell)."""
     if spec.startswith("toy") and not TOY_SPEC.fullmatch(spec):
         raise UsageError(f"--model {spec}: the offline model is 'toy' or 'toy:SEED' (a seed >= 0)")
-    if spec.endswith(".gguf"):
+    if spec.lower().endswith(".gguf"):
         if not Path(spec).expanduser().is_file():
             raise UsageError(f"--model {spec}: no such GGUF file")
     elif spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
@@ -67,7 +67,7 @@ def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, OSError):
             raise UsageError(f"--model {spec}: cannot load it as a local folder or a Hugging Face id ({first})") from None
-        raise UsageError(f"--model {spec}: {first}") from None
+        raise UsageError(f"--model {spec}: {first.removeprefix(f'{spec}: ')}") from None
 
 
 def _check_embedder(name: str, device=None) -> None:

@@ -41,7 +41,7 @@ MARKER = "robustft-gguf.json"  # written last into a converted folder: source, s
 
 def is_gguf(name_or_path, gguf_file=None) -> bool:
     """Whether `load_model` should take this model through a GGUF conversion."""
-    return gguf_file is not None or str(name_or_path) == SMOLLM2 or str(name_or_path).endswith(SUFFIX)
+    return gguf_file is not None or str(name_or_path) == SMOLLM2 or str(name_or_path).lower().endswith(SUFFIX)
 
 
 def smollm2_file() -> Path:
@@ -148,8 +148,7 @@ def convert(path: str | os.PathLike, out: str | os.PathLike) -> None:
     # its weights go into a plain model of the same config, built on the meta device (no
     # random initialisation of weights about to be replaced).
     config = loaded.config
-    config.quantization_config = None
-    del config.quantization_config
+    del config.quantization_config  # the folder holds plain float weights
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), assign=True, strict=True)

@@ -211,16 +211,18 @@ def test_demo_checks_its_arguments_and_its_folder_first(tmp_path, capsys):
 def test_a_model_that_fails_to_load_is_one_line_and_exit_2(official_folder, tmp_path, capsys):
     """A .gguf file that is not one (random bytes), a missing one, a missing folder: exit 2
     with one line on stderr, and a failed conversion leaves nothing in the cache."""
+    from robustft.gguf import file_sha256
     from robustft.offline import cache_dir
 
     bad = tmp_path / "x.gguf"
     bad.write_bytes(bytes(range(7, 71)))
     data = official_folder / "test.csv"
-    for model, expected in ((bad, f"--model {bad}: {bad}: cannot read it as a GGUF model"),
+    for model, expected in ((bad, f"--model {bad}: cannot read it as a GGUF model"),
                             (tmp_path / "nowhere.gguf", "no such GGUF file"),
                             (tmp_path / "no-folder", "no such model folder")):
         code, out, err = run_cli(capsys, "evaluate", "--data", data, "--model", model, "--no-progress")
         assert code == 2 and out == "" and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1 and expected in err, err
     converted = cache_dir() / "gguf"
-    assert not converted.exists() or not any(converted.iterdir())
+    assert not (converted / file_sha256(bad)).exists()
+    assert not converted.exists() or not any(p.name.startswith(".") for p in converted.iterdir())  # no temp folder
