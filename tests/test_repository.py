@@ -96,6 +96,8 @@ def test_no_install_address_outside_the_setting():
     holders = set()
     for name in files:
         path = ROOT / name
+        if path == Path(__file__).resolve():  # this test names what it looks for
+            continue
         if path.is_file() and path.suffix in {".py", ".ipynb", ".md", ".yml", ".yaml", ".toml", ".cfg", ".txt", ""}:
             if "git+" in path.read_text(errors="replace"):
                 holders.add(name)
