@@ -33,14 +33,14 @@
 # costs a QLoRA fine-tune of several minutes, so start with fewer β values there.
 
 # %%
-# On Colab: this copy of the book names no repository to install robustft from, so this cell
-# installs nothing and says how to. Elsewhere: nothing.
+# On Colab: this copy of the book names no repository to install robustft from,
+# so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
-    print("This copy of the book names no repository to install robustft from. Clone or upload\n"
-          "your copy of the robustft repository into this session, then run in a cell:\n"
-          '    %pip install "./robustft[gpu,embed,compare]"')
+    print("This copy of the book names no repository to install robustft from.\n"
+          "Clone or upload your copy of the robustft repository into this session,\n"
+          'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
 import os

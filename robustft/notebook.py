@@ -60,14 +60,14 @@ if "google.colab" in sys.modules:
                     "robustft[{EXTRAS}] @ git+{repository}@{BRANCH}"], check=True)'''
     # No address, so nothing to install from: the reader brings their own copy.
     return f'''\
-# On Colab: this copy of the book names no repository to install robustft from, so this cell
-# installs nothing and says how to. Elsewhere: nothing.
+# On Colab: this copy of the book names no repository to install robustft from,
+# so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
-    print("This copy of the book names no repository to install robustft from. Clone or upload\\n"
-          "your copy of the robustft repository into this session, then run in a cell:\\n"
-          '    %pip install "./robustft[{EXTRAS}]"')'''
+    print("This copy of the book names no repository to install robustft from.\\n"
+          "Clone or upload your copy of the robustft repository into this session,\\n"
+          'then run in a cell:  %pip install "./robustft[{EXTRAS}]"')'''
 
 
 COLAB_INSTALL_CELL = install_cell(REPOSITORY)
