@@ -54,10 +54,10 @@ def _readme_part(text: str) -> str:
     return text[text.index(README_BEGIN) + len(README_BEGIN):text.index(README_END)].strip("\n")
 
 
-def test_the_setting_is_empty_by_default():
-    """This copy names no repository: an assumed address would run its owner's code in every
-    reader's Colab session. (A fork that publishes with its own address drops this test.)"""
-    assert REPOSITORY == ""
+def test_the_setting_is_read_from_its_one_place():
+    """The constant and the file agree (this copy ships with the setting empty: an assumed
+    address would run its owner's code in every reader's Colab session; a publisher sets it
+    with `python -m robustft.notebook --repository URL`, and every test here still holds)."""
     assert read_repository(ROOT) == REPOSITORY
 
 
