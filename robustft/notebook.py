@@ -13,6 +13,9 @@
 - `glue`: hands a value measured in the notebook to the book's prose (MyST-NB's
   ``{glue:text}`` role), so no number in a chapter's text is typed in. Without MyST-NB (on
   Colab) it does nothing: the value is printed by the cell anyway.
+- `setup`: a chapter's whole set-up in one call — the model, the test set and the noisy
+  training sets of its mode (`MODES`), as an `robustft.experiments.Experiment` whose `row`
+  stores and resumes every fine-tuning result.
 
 A publisher sets the repository from the repository's root with::
 
@@ -29,6 +32,7 @@ import ast
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 # The one setting: the https address of the GitHub repository the book is published from
@@ -221,6 +225,98 @@ def main(argv: list[str] | None = None) -> int:
     for path in changed:
         print(f"  {path}")
     return 0
+
+
+# ------------------------------------------------------------------------------- modes
+# The three ways every chapter runs, one code path: they differ only in these values.
+# - "offline": the offline benchmark's toy model and world, CPU, no download (the default,
+#   and what the book shows);
+# - "real": the Colab branch on a laptop CPU — SmolLM2-135M-Instruct (shipped in a PyPI
+#   wheel, `load_model("smollm2")`) in full precision on small subsets of the official files;
+# - "gpu": the Colab branch — a real instruct model in 4 bits on the official files.
+# "real" and "gpu" differ only in the model, its quantization and the sizes (rows, epochs,
+# batch): tests/test_notebook_modes.py checks it. The official folder is $ROBUSTFT_DATA.
+MODES = {
+    "offline": dict(model="toy", quantize=None, n_train=None, n_test=None, sft={}),
+    "real": dict(model="smollm2", quantize=None, n_train=48, n_test=48, sft=dict(epochs=1, batch_size=8)),
+    "gpu": dict(model="Qwen/Qwen2.5-1.5B-Instruct", quantize="4bit", n_train=None, n_test=None, sft={}),
+}
+MODE_ENV, DATA_ENV, RUNS_ENV = "ROBUSTFT_MODE", "ROBUSTFT_DATA", "ROBUSTFT_RUNS"
+DEFAULT_DATA = "RobustFT/data/arc"  # a clone of the paper's repository, next to the notebook
+
+
+@dataclass
+class Setup:
+    """What a chapter works with (`setup`).
+
+    Attributes:
+        mode: "offline", "real" or "gpu".
+        experiment: the `Experiment`: its `lm`, `test`, ``train_at(noise, seed)`` and `row`.
+        seed: the offline benchmark's seed (the world and its toy model), or the run seed.
+        runs: the folder of results shared by the chapters ($ROBUSTFT_RUNS, else "runs").
+    """
+
+    mode: str
+    experiment: "object"
+    seed: int
+    runs: Path
+
+    @property
+    def lm(self):
+        return self.experiment.lm
+
+    @property
+    def test(self):
+        return self.experiment.test
+
+    def train(self, noise: int) -> list:
+        """The noisy training set at `noise` % (this setup's seed)."""
+        return self.experiment.train_at(noise, self.seed)
+
+
+def setup(mode: str | None = None, *, seed: int = 0, config=None, n_train: int | None = None,
+          n_test: int | None = None, runs: str | Path | None = None, progress: bool = False) -> Setup:
+    """A chapter's set-up: the model, the test set and the noisy training sets of `mode`.
+
+    Args:
+        mode: "offline", "real" or "gpu" (`MODES`); default $ROBUSTFT_MODE, else "offline".
+        seed: offline, the benchmark seed (0, 1, 2 ship); the run seed of fine-tuning too.
+        config: the `DenoiseConfig` of the denoising rows (default `DenoiseConfig()`).
+        n_train, n_test: override the mode's sizes (a chapter that needs fewer rows).
+        runs: the results folder ($ROBUSTFT_RUNS, else "runs"); expert passes are kept in
+            ``runs/denoise`` and shared by the chapters.
+
+    Offline the noise is injected (`robustft.inject_noise`, seeded by `seed`) into the
+    benchmark's training questions; otherwise it is the official ``noisy/noisyNN.csv`` of
+    the folder $ROBUSTFT_DATA (default "RobustFT/data/arc").
+    """
+    import os
+
+    from .denoise import DenoiseConfig
+    from .finetune import SFT
+
+    mode = mode or os.environ.get(MODE_ENV, "offline")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    runs = Path(runs or os.environ.get(RUNS_ENV, "runs"))
+    config = config or DenoiseConfig()
+    settings = MODES[mode]
+    if mode == "offline":
+        from .compare import toy_experiment
+
+        exp = toy_experiment(seed, runs / "denoise", runs / "denoise", config=config, progress=progress,
+                             log=lambda *a: None)
+    else:
+        from .bench import official_experiment
+        from .model import load_model
+
+        lm = load_model(settings["model"], quantize=settings["quantize"])
+        exp = official_experiment(lm, os.environ.get(DATA_ENV, DEFAULT_DATA), runs / "denoise",
+                                  n_train=n_train or settings["n_train"] or 10**9,
+                                  n_test=n_test or settings["n_test"] or 10**9,
+                                  config=config, sft={**SFT, **settings["sft"]}, progress=progress,
+                                  log=lambda *a: None)
+    return Setup(mode, exp, seed, runs)
 
 
 def glue(name: str, value, display: bool = False):
