@@ -47,6 +47,7 @@ import torch
 
 from . import linear_token_stats, token_stats
 from .reference import eager_token_stats
+from ..files import atomic_open, write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -439,7 +440,8 @@ def write_markdown(path, meta, rows, checks, sweep=()):
                 cfg = f"{r['BLOCK_N']}x{r['BLOCK_V']}x{r['BLOCK_K']} w{r['num_warps']} s{r['num_stages']}"
                 lines.append(f"| linear {r['model']} | {cfg} | {r['ms']:.3f} | {r['TFLOP/s']:.0f} TFLOP/s |")
         lines.append("")
-    path.write_text("\n".join(lines))
+    with atomic_open(path) as f:
+        f.write("\n".join(lines))
 
 
 def write_plot(path, meta, rows):
@@ -518,7 +520,7 @@ def main(argv=None):
         print(f"{'PASS' if c['pass'] else 'FAIL'}  {c['check']}: {c['value']} ({c['limit']})")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / slug
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "checks": checks, "config_sweep": sweep}, indent=1))
+    write_json(stem.with_suffix(".json"), {"meta": meta, "rows": rows, "checks": checks, "config_sweep": sweep})
     write_markdown(stem.with_suffix(".md"), meta, rows, checks, sweep)
     write_plot(stem.with_suffix(".png"), meta, rows)
     print(f"wrote {stem}.json/.md/.png")

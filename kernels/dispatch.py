@@ -176,7 +176,7 @@ def response_stats(
     *,
     backend: str | None = None,
 ) -> ResponseStats:
-    """Per-sequence response NLL (the paper's response entropy) and mean token entropy.
+    """Per-sequence response entropy (the paper's mean token NLL) and mean token entropy.
 
     Args:
         logits: ``[B, T, V]`` float16/bfloat16/float32, any strides; ``logits[b, t]``
@@ -188,7 +188,7 @@ def response_stats(
 
     Returns:
         :class:`ResponseStats`, fields ``[B]``. A sequence with no response tokens has
-        ``n_tokens = 0``, ``logp_sum = 0`` and NaN ``nll`` / ``entropy``.
+        ``n_tokens = 0``, ``logp_sum = 0`` and NaN ``response_entropy`` / ``entropy``.
 
     Only rows that predict a response token are read (prompt rows are skipped), so scoring
     a short answer after a long prompt costs the answer's length, not the prompt's.
@@ -218,7 +218,7 @@ def reduce_response(logp: torch.Tensor, entropy: torch.Tensor, mask: torch.Tenso
     logp_sum = torch.where(mask, logp, zero).sum(1)
     entropy_sum = torch.where(mask, entropy, zero).sum(1)
     n = n_tokens.to(torch.float32)  # 0/0 -> NaN for sequences with no response tokens
-    return ResponseStats(nll=-logp_sum / n, entropy=entropy_sum / n, n_tokens=n_tokens,
+    return ResponseStats(response_entropy=-logp_sum / n, entropy=entropy_sum / n, n_tokens=n_tokens,
                          logp_sum=logp_sum)
 
 
@@ -229,7 +229,6 @@ def option_logprobs(
     num_options: int | None = None,
     ignore_index: int = -100,
     *,
-    length_normalized: bool = False,
     backend: str | None = None,
 ) -> OptionScores:
     """Log-probabilities of K candidate answers for each of B questions, in one call.
@@ -245,12 +244,13 @@ def option_logprobs(
       "prompt + option k" (question-major: row ``b*K + k``), ``targets`` the matching
       ``[B*K, T]`` labels in Hugging Face convention (option tokens; ``ignore_index`` on
       prompt and padding, see :func:`response_stats`), ``num_options=K``.
-      ``logprobs[b, k] = Σ_j log p(y_j | prompt, y_<j)`` over option k's tokens, or their
-      mean with ``length_normalized=True``. An option with no tokens gets ``-inf``.
+      ``logprobs[b, k] = Σ_j log p(y_j | prompt, y_<j)`` over option k's tokens. An option
+      with no tokens gets ``-inf``.
 
     Returns:
-        :class:`OptionScores`: ``logprobs``, ``probs = softmax(logprobs, -1)`` and the mean
-        next-token ``entropy`` ``[B, K]`` float32, ``n_tokens`` ``[B, K]`` int64.
+        :class:`OptionScores`: ``logprobs`` and the mean next-token ``entropy`` ``[B, K]``
+        float32, ``n_tokens`` ``[B, K]`` int64 (its ``probs``, ``response_entropy`` and
+        ``best`` are derived from them).
     """
     if logits.dim() == 2:
         B = logits.shape[0]
@@ -270,13 +270,12 @@ def option_logprobs(
             raise ValueError("text mode needs num_options=K with logits.shape[0] == B*K")
         K = num_options
         rs = response_stats(logits, targets, ignore_index, backend=backend)
-        score = -rs.nll if length_normalized else rs.logp_sum
-        score = torch.where(rs.n_tokens > 0, score, torch.full_like(score, float("-inf")))
+        score = torch.where(rs.n_tokens > 0, rs.logp_sum, torch.full_like(rs.logp_sum, float("-inf")))
         lp, n_tokens, ent = score.view(-1, K), rs.n_tokens.view(-1, K), rs.entropy.view(-1, K)
     else:
         raise ValueError(f"logits must be [B, V] (letter mode) or [B*K, T, V] (text mode), "
                          f"got shape {tuple(logits.shape)}")
-    return OptionScores(logprobs=lp, probs=torch.softmax(lp, dim=-1), n_tokens=n_tokens, entropy=ent)
+    return OptionScores(logprobs=lp, n_tokens=n_tokens, entropy=ent)
 
 
 @torch.no_grad()

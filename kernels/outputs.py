@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 
@@ -46,9 +47,9 @@ class ResponseStats(NamedTuple):
     All fields have shape ``[B]``.
 
     Attributes:
-        nll: float32, mean negative log-likelihood of the response tokens,
-            ``-(1/|y|) Σ_j log p(y_j | q, y_<j)``: the paper's *response entropy*
-            (RobustFT Eq. for entropy-based selection). NaN when ``n_tokens == 0``.
+        response_entropy: float32, the paper's *response entropy* (RobustFT §3.4, Eq. 7):
+            the mean negative log-likelihood of the response tokens,
+            ``-(1/|y|) Σ_j log p(y_j | q, y_<j)``. NaN when ``n_tokens == 0``.
         entropy: float32, mean Shannon entropy of the next-token distributions at the
             positions that predict response tokens. NaN when ``n_tokens == 0``.
         n_tokens: int64, number of response tokens scored.
@@ -56,30 +57,70 @@ class ResponseStats(NamedTuple):
             option-text scoring. 0 when ``n_tokens == 0``.
     """
 
-    nll: torch.Tensor
+    response_entropy: torch.Tensor
     entropy: torch.Tensor
     n_tokens: torch.Tensor
     logp_sum: torch.Tensor
 
 
 class OptionScores(NamedTuple):
-    """Scores of K candidate answers for each of B questions.
+    """Scores of K candidate answers for each of B questions: the one type for option scores.
+
+    The kernels (`option_logprobs`) return it with float32 torch tensors; the library's
+    passes keep it with float64 numpy arrays (:meth:`numpy`), so the same fields and
+    derived values serve both, and no caller recomputes them.
 
     Attributes:
-        logprobs: float32 ``[B, K]``, the log-probability the model gives each option
-            (summed over the option's tokens, or their mean with ``length_normalized``);
-            ``-inf`` for an option slot with no tokens (padding for questions with fewer
-            options).
-        probs: float32 ``[B, K]``, ``softmax(logprobs)`` over the K options: the model's
-            choice distribution restricted to the candidates. Rows sum to 1.
-        n_tokens: int64 ``[B, K]``, tokens scored per option (1 in letter mode).
-        entropy: float32 ``[B, K]``, mean Shannon entropy (nats) of the next-token
-            distributions that predict the option's tokens. In letter mode every option is
-            read from the same distribution, so a row repeats one value. NaN for an absent
-            option. It comes from the same pass over the logits as the log-probabilities.
+        logprobs: ``[B, K]``, the log-probability the model gives each option, summed over
+            the option's tokens; ``-inf`` for an option slot with no tokens (padding for
+            questions with fewer options).
+        n_tokens: int64 ``[B, K]``, tokens scored per option (1 in letter mode, 0 where
+            absent).
+        entropy: ``[B, K]``, mean Shannon entropy (nats) of the next-token distributions
+            that predict the option's tokens. In letter mode every option is read from the
+            same distribution, so a row repeats one value. NaN for an absent option. It
+            comes from the same pass over the logits as the log-probabilities.
     """
 
-    logprobs: torch.Tensor
-    probs: torch.Tensor
-    n_tokens: torch.Tensor
-    entropy: torch.Tensor
+    logprobs: torch.Tensor | np.ndarray
+    n_tokens: torch.Tensor | np.ndarray
+    entropy: torch.Tensor | np.ndarray
+
+    def numpy(self) -> "OptionScores":
+        """The same scores as numpy arrays (float64 log-probs and entropies)."""
+        lp, nt, ent = (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+                       for x in self)
+        return OptionScores(lp.astype(np.float64), nt.astype(np.int64), ent.astype(np.float64))
+
+    @property
+    def probs(self) -> np.ndarray:
+        """``[B, K]`` float64 numpy: ``softmax(logprobs)`` over each row's options (the
+        model's choice distribution restricted to the candidates; absent options get 0).
+        A row with no option at all is NaN."""
+        lp = self.numpy().logprobs
+        out = np.full(lp.shape, np.nan)
+        ok = np.isfinite(lp).any(axis=1) if lp.size else np.zeros(len(lp), dtype=bool)
+        if ok.any():
+            z = lp[ok] - lp[ok].max(axis=1, keepdims=True)
+            e = np.exp(z)
+            out[ok] = e / e.sum(axis=1, keepdims=True)
+        return out
+
+    @property
+    def response_entropy(self) -> np.ndarray:
+        """``[B, K]`` float64 numpy: each option's response entropy, the mean token NLL
+        ``-logprobs / n_tokens`` (the paper's H of that answer); NaN where absent."""
+        s = self.numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(s.n_tokens > 0, -s.logprobs / np.maximum(s.n_tokens, 1), np.nan)
+
+    def best(self, length_normalize: bool = False) -> np.ndarray:
+        """``[B]`` int64 numpy: the index of the most likely option per row (the first on a
+        tie), by summed log-prob or, with `length_normalize`, by mean log-prob per token
+        (lm-eval's ``acc_norm``-like choice for options of very different lengths); -1 for a
+        row with no option."""
+        score = -self.response_entropy if length_normalize else self.numpy().logprobs
+        score = np.where(np.isnan(score), -np.inf, score)
+        if score.shape[1] == 0:
+            return np.full(len(score), -1, dtype=np.int64)
+        return np.where(np.isfinite(score).any(axis=1), score.argmax(axis=1), -1).astype(np.int64)

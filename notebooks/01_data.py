@@ -30,15 +30,14 @@
 # shape; on a GPU machine set `MODE = "gpu"` below and point `OFFICIAL_DIR` at them.
 
 # %%
-# On Colab: install robustft with its GPU, retrieval and comparison extras (Colab brings
-# torch). Elsewhere: nothing.
+# On Colab: this copy of the book names no repository to install robustft from,
+# so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "robustft[gpu,embed,compare] @ git+https://github.com/robustft/robustft"], check=True)
+    print("This copy of the book names no repository to install robustft from.\n"
+          "Clone or upload your copy of the robustft repository into this session,\n"
+          'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
 import os

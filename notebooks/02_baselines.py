@@ -34,23 +34,22 @@
 # and thread counts, and a model pre-trained elsewhere would give other numbers than this book.
 # `load_model("toy", source="pretrain")` pre-trains it on your machine instead (a few minutes).
 # On a GPU set `MODE = "gpu"`: the same calls run a real instruct model in 4 bits. On Colab
-# (the launch button at the top of the page), the default T4 GPU has 16 GB: Qwen2.5-1.5B-Instruct
-# in 4 bits, the default `MODEL_ID` below, fits with room for LoRA training; a 7B/8B model in 4
-# bits fits for inference and QLoRA with small batches.
+# the default T4 GPU has 16 GB: Qwen2.5-1.5B-Instruct in 4 bits, the default `MODEL_ID` below,
+# fits with room for LoRA training; a 7B/8B model in 4 bits fits for inference and QLoRA with
+# small batches.
 #
 # The chapter's claims are stated as `assert` cells with tolerance bands, so running it on any
 # machine checks them; the numbers in the stored outputs are those of the shipped model.
 
 # %%
-# On Colab: install robustft with its GPU, retrieval and comparison extras (Colab brings
-# torch). Elsewhere: nothing.
+# On Colab: this copy of the book names no repository to install robustft from,
+# so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "robustft[gpu,embed,compare] @ git+https://github.com/robustft/robustft"], check=True)
+    print("This copy of the book names no repository to install robustft from.\n"
+          "Clone or upload your copy of the robustft repository into this session,\n"
+          'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
 import os

@@ -8,11 +8,12 @@ from .data import DataError, OfficialData, inject_noise, load_official, load_sam
 from .denoise import DenoiseConfig, DenoiseResult, denoise, detection_report
 from .detect import detect_noise
 from .evaluate import evaluate, perplexity
-from .finetune import finetune, response_nll
+from .finetune import SFT, finetune, score_responses
 from .hub import load_hub
-from .inference import Generation, ScoredOptions, generate, predict_letters, score_options
+from .inference import Generation, generate, predict_letters, score_options
+from .kernels import OptionScores
 from .metrics import EvalResult, accuracy_report
-from .model import LanguageModel, load_model
+from .model import LanguageModel, load_model, register_model
 from .relabel import nearest_clean, relabel
 from .selection import response_entropy, select_by_entropy
 from .runlog import RunLog
@@ -22,7 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = ["DataError", "OfficialData", "Sample", "LETTERS", "MC", "SHORT", "letter", "letter_index", "load_samples",
            "load_official", "load_hub", "inject_noise", "to_alpaca", "to_messages", "to_official_csv",
-           "load_model", "LanguageModel", "score_options", "ScoredOptions", "predict_letters", "generate", "Generation",
-           "finetune", "response_nll", "evaluate", "perplexity", "EvalResult", "accuracy_report", "RunLog",
+           "load_model", "register_model", "LanguageModel", "score_options", "OptionScores", "predict_letters",
+           "generate", "Generation", "finetune", "SFT", "score_responses", "evaluate", "perplexity", "EvalResult", "accuracy_report", "RunLog",
            "denoise", "DenoiseConfig", "DenoiseResult", "detection_report", "detect_noise", "relabel",
            "nearest_clean", "select_by_entropy", "response_entropy"]

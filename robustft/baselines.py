@@ -136,7 +136,7 @@ def self_select(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseCon
     judged = [Sample(id=s.id, question=self_select_prompt(s), options=("Yes", "No"), answer="A") for s in samples]
     out_ = run_pass("self_select", lm, judged, [j.question for j in judged], by="text", batch_size=config.batch_size,
                     store=_store(out), progress=progress)
-    noisy = self_select_flags(out_.logprobs[:, :2])
+    noisy = self_select_flags(out_.scores.logprobs[:, :2])
     return _result(samples, _rows(samples, noisy), config)
 
 
@@ -197,7 +197,7 @@ def self_rag(lm: LanguageModel, references: Sequence[Sample], test: Sequence[Sam
     pool = np.zeros(len(emb), dtype=bool)
     pool[:len(references)] = True
     neighbours = nearest_clean(emb, pool, np.arange(len(references), len(emb)), k)
-    prompts = fit_context_prompts(lm, test, [[references[j] for j in row if j >= 0] for row in neighbours], room=8)
+    prompts = fit_context_prompts(lm, test, [[references[j] for j in row if j >= 0] for row in neighbours], budget=8)
     by_id = {s.id: p for s, p in zip(test, prompts)}
     return evaluate(lm, test, prompt=lambda s: by_id[s.id], batch_size=batch_size, progress=progress)
 

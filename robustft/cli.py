@@ -21,15 +21,21 @@ import math
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_STRICT = 3
 RUN_MARKER = "run.json"
 TOY_SPEC = re.compile(r"toy(?::(\d+))?")  # --model toy / toy:SEED
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: reported in one line, exit status 2."""
+
+
+class StrictError(Exception):
+    """A run that reported warnings under ``--strict``: one line, exit status 3."""
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -141,9 +147,11 @@ def _check_out(out: Path, force: bool, command: str, can_force: bool = True) -> 
 
 def _claim_out(out: Path, force: bool, what: dict, can_force: bool = True) -> None:
     """Make `out` ours (see `_check_out`) and mark it as a robustft run folder."""
+    from robustft.files import write_json
+
     _check_out(out, force, what["command"], can_force)
     out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_MARKER).write_text(json.dumps({"robustft": what}, indent=2) + "\n")
+    write_json(out / RUN_MARKER, {"robustft": what}, indent=2)
 
 
 def _check_output_file(path: Path, force: bool, inputs=()) -> None:
@@ -184,13 +192,11 @@ def _print_report(report: dict) -> None:
 # ------------------------------------------------------------------------------ commands
 def cmd_denoise(args) -> None:
     from robustft.data import to_alpaca, to_messages, to_official_csv
-    from robustft.denoise import DenoiseConfig, denoise, write_json
+    from robustft.denoise import DenoiseConfig, denoise
+    from robustft.diagnose import DegenerateRunWarning
+    from robustft.files import write_json, write_jsonl
 
-    config = DenoiseConfig(checker=args.checker, k=args.k, embedder=args.embedder, review=args.review,
-                           beta=args.beta, entropy=args.entropy, entropy_from=args.entropy_from,
-                           reasoning_paths=args.paths, temperature=args.temperature,
-                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                           skip_long=args.skip_long, strategy=args.strategy)
+    config = DenoiseConfig.from_args(args)
     samples, noise = _load_data(args.data, args.noise)
     _no_samples(samples, args.data)
     out = Path(args.out)
@@ -205,19 +211,23 @@ def cmd_denoise(args) -> None:
     print(f"denoising {len(samples)} samples of {args.data} with {args.model} "
           f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}", file=sys.stderr)
     start = time.time()
-    with _naming(args.data):
+    with _naming(args.data), warnings.catch_warnings():
+        # Printed below as the command's own lines, not as Python warnings with a source line.
+        warnings.simplefilter("ignore", DegenerateRunWarning)
         result = denoise(samples, lm, config, out=out, force=args.force, progress=not args.no_progress)
     seconds = time.time() - start
     by = args.answer_by or "letter"
     to_official_csv(result.samples, outputs[0])
     to_alpaca(result.samples, outputs[1], by=by)
     to_messages(result.samples, outputs[2], by=by)
-    with open(out / "provenance.jsonl", "w") as f:
-        for row in result.provenance:
-            f.write(json.dumps(row) + "\n")
+    write_jsonl(out / "provenance.jsonl", result.provenance)
+    found = result.stats.get("warnings", [])
     summary = {"samples": len(samples), "kept": len(result.samples), "seconds": round(seconds, 1),
-               "expert_seconds": result.stats.get("seconds"), "report": result.report}
+               "expert_seconds": result.stats.get("seconds"), "parse_rate": result.stats.get("parse_rate"),
+               "warnings": found, "report": result.report}
     write_json(out / "summary.json", summary)
+    for w in found:
+        print(f"robustft denoise: warning: {w['message']}", file=sys.stderr)
     skipped = sum(p["stage"] == "skipped" for p in result.provenance)
     print(f"kept {len(result.samples)} of {len(samples)} samples in {seconds:.1f} s"
           + (f" ({skipped} too long for the model, skipped)" if skipped else ""))
@@ -229,12 +239,16 @@ def cmd_denoise(args) -> None:
     if result.report:
         _print_report(result.report)
     print("wrote " + ", ".join(str(o) for o in outputs) + f", {out / 'provenance.jsonl'}")
+    if found and args.strict:
+        raise StrictError(f"--strict: the run reported {len(found)} warning{'s' * (len(found) > 1)} "
+                          f"({', '.join(dict.fromkeys(w['check'] for w in found))}); its outputs are in {out}")
 
 
 def cmd_finetune(args) -> None:
     import robustft
 
-    _positive(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lora_r=args.lora_r)
+    _positive(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lora_r=args.lora_r,
+              lora_alpha=args.lora_alpha)
     if args.epochs > 1000:
         raise UsageError(f"--epochs {args.epochs}: give at most 1000")
     samples, _ = _load_data(args.data, args.noise)
@@ -245,7 +259,7 @@ def cmd_finetune(args) -> None:
     _check_out(out, args.force, "finetune")
     lm = _load_lm(args.model, args.quantize)
     _claim_out(out, args.force, {"command": "finetune", "data": str(args.data), "model": args.model})
-    kw = dict(epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+    kw = dict(epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
               batch_size=args.batch_size, seed=args.seed)
     if args.model.startswith("toy") and args.toy_settings:
         from robustft.offline import TOY_SFT as SFT
@@ -278,8 +292,10 @@ def cmd_evaluate(args) -> None:
     for cat, acc in result.by_category.items():
         print(f"  {cat:24s} {acc:.4f}  ({result.counts[cat]})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"accuracy": result.accuracy, "by_category": result.by_category,
-                                               "counts": result.counts}, indent=2) + "\n")
+        from robustft.files import write_json
+
+        write_json(args.json, {"accuracy": result.accuracy, "by_category": result.by_category,
+                               "counts": result.counts}, indent=2)
 
 
 def cmd_demo(args) -> None:
@@ -288,6 +304,19 @@ def cmd_demo(args) -> None:
     demo.check_arguments(args)
     _claim_out(Path(args.out), False, {"command": "demo"}, can_force=False)
     demo.main_args(args)
+
+
+def cmd_bench(args) -> None:
+    from robustft import bench
+    from robustft.diagnose import DegenerateRunWarning
+
+    bench.check_arguments(args)
+    _check_out(Path(args.out), False, "bench", can_force=False)
+    lm = _load_lm(args.model, args.quantize)
+    _claim_out(Path(args.out), False, {"command": "bench", "model": args.model}, can_force=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateRunWarning)  # each row's log lists its warnings
+        bench.main_args(args, lm)
 
 
 def cmd_compare(args) -> None:
@@ -309,8 +338,8 @@ def _common(p, model=True):
 
 def build_parser() -> argparse.ArgumentParser:
     from robustft.denoise import DenoiseConfig
+    from robustft.finetune import SFT
 
-    d = DenoiseConfig()
     parser = argparse.ArgumentParser(prog="robustft", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -321,28 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="noisy training data: a file or an official folder")
     p.add_argument("--out", required=True, help="run folder (resumed when it is one)")
     _common(p)
-    p.add_argument("--k", type=int, default=d.k, help=f"worked examples per noisy sample (default {d.k})")
-    p.add_argument("--beta", type=float, default=d.beta, help=f"fraction of relabels kept (default {d.beta})")
-    p.add_argument("--checker", default=d.checker, choices=["agree", "either", "llm"], help="noise detection rule")
-    p.add_argument("--embedder", default=d.embedder, help="auto, minilm, tfidf, llm, or a sentence-transformers id")
-    p.add_argument("--entropy", default=d.entropy, choices=["nll", "shannon", "options"])
-    p.add_argument("--entropy-from", default=d.entropy_from, choices=["context", "review", "experts"])
-    p.add_argument("--review", default=d.review, choices=["agent", "confidence", "none"],
-                   help="how CER and reasoning answers become the label (default: %(default)s)")
-    p.add_argument("--strategy", default=d.strategy, choices=["robustft", "noise_aware"],
-                   help="robustft (the paper's chain) or noise_aware (ours: keep, relabel or flag each label "
-                        "by its posterior; default: %(default)s)")
-    p.add_argument("--paths", type=int, default=d.reasoning_paths,
-                   help="reasoning responses sampled per question, answer by majority vote (self-consistency; "
-                        "1: one greedy response, the paper's; default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=d.temperature,
-                   help="sampling temperature of those responses (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--skip-long", action="store_true",
-                   help="leave out samples too long for the model's context (default: stop with an error)")
+    DenoiseConfig.add_arguments(p)
     p.add_argument("--answer-by", choices=["letter", "text"], default=None,
                    help="answer form in the Alpaca/chat exports (default letter)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 3 when the run reports a warning (a degenerate run: unreadable "
+                        "answers, experts no better than the label prior, too few clean samples, collapsed "
+                        "relabels); the outputs are written all the same")
     p.add_argument("--force", action="store_true", help="recompute every expert batch; allow a foreign --out")
     p.set_defaults(func=cmd_denoise)
 
@@ -351,10 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="adapter folder")
     _common(p)
-    p.add_argument("--epochs", type=float, default=3)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=float, default=SFT["epochs"], help="passes over the data (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=SFT["lr"], help="learning rate (default: %(default)s)")
+    p.add_argument("--lora-r", type=int, default=SFT["lora_r"], help="LoRA rank (default: %(default)s)")
+    p.add_argument("--lora-alpha", type=int, default=SFT["lora_alpha"], help="LoRA alpha (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=SFT["batch_size"],
+                   help="examples per optimizer step (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--toy-settings", action="store_true", help="with a toy model: the benchmark's SFT settings")
     p.add_argument("--force", action="store_true")
@@ -376,6 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("bench", help="RobustFT on a real model and the paper's data: does it do harm?",
+                       description="Vanilla, SFT, RobustFT (our defaults and the paper's choices) and the "
+                                   "noise-aware variant on the official ARC, FPB and PubMedQA files at 30/50/70 %% "
+                                   "noise: test accuracy with standard errors, the flags, the training labels "
+                                   "before and after, parse rates and warnings; writes bench.json and bench.md. "
+                                   "Resumes from --out.")
+    from robustft.bench import add_arguments as bench_arguments
+
+    bench_arguments(p)
+    p.add_argument("--quantize", choices=["4bit", "8bit"], default=None, help="bitsandbytes quantisation (CUDA)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("compare", help="every method, the ablations, sensitivity and stability (offline benchmark)",
                        description="RobustFT against Vanilla, SFT, SelfSelect, SelfRAG, NoiseAL, confident "
                                    "learning and our noise-aware variant, the ablations, sensitivity to beta "
@@ -390,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # What Ctrl-C leaves behind, by command (denoise, demo and compare write as they go).
 INTERRUPTED = {"denoise": "finished batches are kept, run again to resume",
+               "bench": "finished runs are kept, run again to resume",
                "demo": "finished runs are kept, run again to resume",
                "compare": "finished runs are kept, run again to resume",
                "finetune": "no adapter was saved",
@@ -406,6 +435,9 @@ def main(argv=None) -> int:
 
         try:
             args.func(args)
+        except StrictError as e:
+            print(f"{command}: error: {e}", file=sys.stderr)
+            return EXIT_STRICT
         except (UsageError, DataError, FileNotFoundError, ValueError) as e:
             # Expected problems with the input: one line, no traceback.
             print(f"{command}: error: {e}", file=sys.stderr)

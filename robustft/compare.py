@@ -13,16 +13,17 @@ retrieved training samples and trains nothing. Then:
   injection and of fine-tuning) on the first seed's world and model — only the toy models of
   seeds 0–2 ship, so the world stays fixed and the runs vary.
 
-Rows are appended to ``runs.jsonl`` in the output folder as they finish, keyed by the model
-(config hash and weights' fingerprint), seed, run seed, method, noise and every setting, so
-an interrupted comparison resumes and a changed setting is recomputed. Expert passes are kept
-under ``passes/seed{S}-noise{N}`` (the layout `robustft.demo` and the book use), so methods
-and chapters that ask the model the same prompts share them. `summarize` writes
+Each seed is an `robustft.experiments.Experiment`: its rows are appended to ``runs.jsonl`` in
+the output folder as they finish, keyed by the model's fingerprint, seed, run seed, method,
+noise and every setting, so an interrupted comparison resumes and a changed setting is
+recomputed. Expert passes are kept under ``passes/seed{S}-noise{N}`` (the layout the demo and
+the book use), so methods and chapters that ask the model the same prompts share them. `summarize` writes
 ``compare.json``: ``{"noise": {"30": {method: {"mean", "std"}}}, ...}`` and the analyses.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -30,49 +31,35 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import NOISE_LEVELS
+from .data import NOISE_LEVELS, inject_noise
+from .denoise import DenoiseConfig
+from .files import write_json
+from .experiments import ABLATION_ROWS, LABELS, METHODS, RUNLOG_KEY, TABLE, Experiment, check_methods
+from .model import load_model
+from .offline import TOY_SFT, ToyConfig, make_benchmark
 from .runlog import RunLog
 
-TABLE = ("vanilla", "sft", "robustft", "robustft_noise_aware", "selfselect", "selfrag", "noiseal",
-         "confident_learning")
-ABLATION_ROWS = ("wo_selection", "wo_checker", "wo_reviewer", "wo_cer", "wo_rel")
-METHODS = TABLE + ABLATION_ROWS
-LABELS = {"vanilla": "Vanilla", "sft": "SFT", "robustft": "RobustFT", "robustft_noise_aware": "RobustFT noise-aware (ours)",
-          "selfselect": "SelfSelect", "selfrag": "SelfRAG", "noiseal": "NoiseAL",
-          "confident_learning": "Confident learning", "wo_selection": "w/o Selection", "wo_checker": "w/o Checker",
-          "wo_reviewer": "w/o Reviewer", "wo_cer": "w/o CER", "wo_rel": "w/o REL"}
 DETECTION = ("precision", "recall", "f1", "label_accuracy", "kept")
 BETAS, KS = (0.25, 0.5, 0.75, 1.0), (1, 3, 5)
 RUN_SEEDS = (0, 1, 2, 3, 4)
 STABILITY_METHODS = ("sft", "robustft", "robustft_noise_aware")
 
 
-def method_config(method: str, base):
-    """The `DenoiseConfig` a denoising method runs with (None for methods that need none)."""
-    import dataclasses
-
-    if method in ("robustft", "selfselect", "noiseal", "confident_learning"):
-        return base
-    if method == "robustft_noise_aware":
-        return dataclasses.replace(base, strategy="noise_aware")
-    if method in ABLATION_ROWS:
-        return base.ablation(method)
-    return None
-
-
-def denoiser(method: str):
-    """The function that turns a noisy training set into a denoised one for a method:
-    `robustft.denoise` (RobustFT, the noise-aware variant, the ablations) or a baseline of
-    `robustft.baselines`; each is called as ``fn(samples, lm, config, out=..., progress=...)``."""
-    return _denoiser(method)
-
-
-def _denoiser(method: str):
-    from . import baselines
-    from .denoise import denoise
-
-    return {"selfselect": baselines.self_select, "noiseal": baselines.noiseal,
-            "confident_learning": baselines.confident_learning}.get(method, denoise)
+def toy_experiment(seed: int, out: Path, passes: Path, *, config: DenoiseConfig, limit: int | None = None,
+                   perplexity: bool = True, progress: bool = True, log=print) -> Experiment:
+    """The `Experiment` of benchmark seed `seed`: its world's questions, its shipped toy
+    model, noise injected with the run seed (`inject_noise`), the toy's LoRA settings
+    (`TOY_SFT`); rows in ``out/runs.jsonl``, expert passes in ``passes/seed{S}-noise{N}``."""
+    toy = ToyConfig.for_seed(seed)
+    bench = make_benchmark(toy.world)
+    if limit is not None:
+        bench.train, bench.test = bench.train[:limit], bench.test[:limit]
+    lm = load_model("toy", config=toy, progress=progress)
+    log(f"seed {seed}: toy model {toy.key()}, {len(bench.train)} training and {len(bench.test)} test questions")
+    return Experiment(lm, bench.test, lambda noise, run_seed: inject_noise(bench.train, noise / 100, seed=run_seed)[0],
+                      lambda noise: passes / f"seed{seed}-noise{noise}", TOY_SFT, {"seed": seed},
+                      RunLog(out / "runs.jsonl", key=RUNLOG_KEY), config,
+                      {"limit": limit} if limit is not None else {}, perplexity, progress, log)
 
 
 def run(seeds: Sequence[int] = (0,), noise_levels: Sequence[int] = NOISE_LEVELS, out: str | Path = "results/compare",
@@ -80,7 +67,7 @@ def run(seeds: Sequence[int] = (0,), noise_levels: Sequence[int] = NOISE_LEVELS,
         sensitivity: bool = True, betas: Sequence[float] = BETAS, ks: Sequence[int] = KS,
         sensitivity_noise: int = 50, stability: bool = True, run_seeds: Sequence[int] = RUN_SEEDS,
         stability_noise: int = 50, stability_methods: Sequence[str] = STABILITY_METHODS,
-        limit: int | None = None, progress: bool = True, log=print) -> list[dict]:
+        limit: int | None = None, perplexity: bool = True, progress: bool = True, log=print) -> list[dict]:
     """Run the comparison; returns every row (also in ``out/runs.jsonl``).
 
     Args:
@@ -95,96 +82,32 @@ def run(seeds: Sequence[int] = (0,), noise_levels: Sequence[int] = NOISE_LEVELS,
             world and model, noise injection and fine-tuning seeded by each run seed).
         limit: use only the first `limit` training and test questions (a quick look, and
             the tests); part of every row's key.
+        perplexity: measure the perplexity of the gold answers (Figure 4) for every row.
     """
-    import robustft
-    from .denoise import DenoiseConfig
-    from .offline import TOY_SFT as SFT
-    from .offline import ToyConfig, make_benchmark
-    from .relabel import resolve_embedder
-
-    unknown = [m for m in [*methods, *(stability_methods if stability else ())] if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
+    check_methods([*methods, *(stability_methods if stability else ())])
     base = config or DenoiseConfig()
     out = Path(out)
     passes = Path(passes) if passes is not None else out / "passes"
-    runlog = RunLog(out / "runs.jsonl", key=("model", "seed", "run_seed", "method", "noise", "settings"))
-    embedder = resolve_embedder(base.embedder)
     rows = []
     for seed in seeds:
-        toy = ToyConfig.for_seed(seed)
-        bench = make_benchmark(toy.world)
-        if limit is not None:
-            bench.train, bench.test = bench.train[:limit], bench.test[:limit]
-        lm = robustft.load_model("toy", config=toy, progress=progress)
-        model_id = f"{toy.key()}-{lm.info['fingerprint']}"
-        log(f"seed {seed}: toy model {toy.key()}, {len(bench.train)} training and {len(bench.test)} test questions")
-
-        def scored(model, extra=None):
-            result = robustft.evaluate(model, bench.test, progress=False)
-            ppl = robustft.perplexity(model, bench.test)
-            return {"accuracy": result.accuracy, "by_category": result.by_category,
-                    "perplexity": float(np.exp(np.log(ppl).mean())), **(extra or {})}
-
-        def once(method, noise, run_seed, study, cfg=None, vary=None):
-            settings = {"sft": SFT, **({"limit": limit} if limit is not None else {})}
-            if cfg is not None:
-                settings.update(denoise=cfg.to_dict(), embedder=embedder)
-            elif method == "selfrag":
-                settings.update(k=base.k, embedder=embedder)
-            key = dict(model=model_id, seed=seed, run_seed=run_seed, method=method, noise=noise, settings=settings)
-            row = runlog.get(**key)
-            t = time.time()
-            if row is None:
-                row = runlog.add({**key, **compute(method, noise, run_seed, cfg), "seconds": round(time.time() - t, 1)})
-                how = f"{row['seconds']} s"
-            else:
-                how = "read back"
-            rows.append({**row, "study": study, **({"vary": vary} if vary else {})})
-            d = row.get("detection") or {}
-            extra = f"  [flags P {d['precision']:.2f} R {d['recall']:.2f} F1 {d['f1']:.2f}]" if d.get("f1") is not None else ""
-            at = "" if noise is None else f" @ {noise} %"
-            log(f"  {study:>11} {method:>22}{at} (run seed {run_seed}): {row['accuracy']:.3f} ({how}){extra}")
-            return row
-
-        def compute(method, noise, run_seed, cfg):
-            if method == "vanilla":
-                return scored(lm)
-            train, _ = robustft.inject_noise(bench.train, noise / 100, seed=run_seed)
-            if method == "sft":
-                return scored(robustft.finetune(lm, train, seed=run_seed, progress=progress, **SFT))
-            if method == "selfrag":
-                from .baselines import self_rag
-
-                result = self_rag(lm, train, bench.test, k=base.k, embedder=base.embedder)
-                return {"accuracy": result.accuracy, "by_category": result.by_category, "perplexity": None}
-            result = _denoiser(method)(train, lm, cfg, out=passes / f"seed{seed}-noise{noise}", progress=progress)
-            tuned = robustft.finetune(lm, result.samples, seed=run_seed, progress=progress, **SFT)
-            report = {k: v for k, v in (result.report or {}).items()}
-            if "noise_rate" in result.stats:
-                report["noise_rate"] = result.stats["noise_rate"]
-            return scored(tuned, {"detection": {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                                                for k, v in report.items()}})
-
+        exp = toy_experiment(seed, out, passes, config=base, limit=limit, perplexity=perplexity,
+                             progress=progress, log=log)
         if "vanilla" in methods:  # the base model: the same at every noise rate
-            once("vanilla", None, seed, "table")
+            rows.append(exp.row("vanilla", None, seed))
         for noise in noise_levels:
-            for method in methods:
-                if method != "vanilla":
-                    once(method, noise, seed, "table", method_config(method, base))
+            rows += [exp.row(m, noise, seed) for m in methods if m != "vanilla"]
         if seed != seeds[0]:
             continue
         if sensitivity:
-            import dataclasses
-
             for beta in betas:
-                once("robustft", sensitivity_noise, seed, "sensitivity", dataclasses.replace(base, beta=beta), "beta")
+                rows.append(exp.row("robustft", sensitivity_noise, seed, study="sensitivity",
+                                    config=dataclasses.replace(base, beta=beta), vary="beta"))
             for k in ks:
-                once("robustft", sensitivity_noise, seed, "sensitivity", dataclasses.replace(base, k=k), "k")
+                rows.append(exp.row("robustft", sensitivity_noise, seed, study="sensitivity",
+                                    config=dataclasses.replace(base, k=k), vary="k"))
         if stability:
             for run_seed in run_seeds:
-                for method in stability_methods:
-                    once(method, stability_noise, run_seed, "stability", method_config(method, base))
+                rows += [exp.row(m, stability_noise, run_seed, study="stability") for m in stability_methods]
     return rows
 
 
@@ -252,26 +175,14 @@ def table_text(summary: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ figures
-def _strict_json(x):
-    """x with every nan/inf float as None: compare.json is strict JSON (null = no value, e.g.
-    SelfRAG has no fine-tuned model whose perplexity could be measured)."""
-    if isinstance(x, dict):
-        return {k: _strict_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict_json(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
-
-
 def write_outputs(rows: list[dict], summary: dict, out: str | Path) -> list[Path]:
     """compare.json and the figures: accuracy, sensitivity, perplexity, categories,
     stability (PNG; the figures need matplotlib)."""
-    from .denoise import write_json
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [write_json(out / "compare.json", _strict_json(summary))]
+    # Strict JSON: null where there is no value (e.g. SelfRAG tunes no model whose perplexity
+    # could be measured).
+    paths = [write_json(out / "compare.json", summary)]
     try:
         import matplotlib.pyplot as plt  # headless, matplotlib picks a file backend itself
     except ImportError:  # matplotlib is in the `compare`/`book` extras, not the core install
@@ -348,8 +259,6 @@ def plot_sensitivity(summary: dict):
     stability study ran RobustFT at the same noise rate, the band shows the range of its
     accuracy over run seeds (the defaults β = 0.5, k = 3)."""
     import matplotlib.pyplot as plt
-
-    from .denoise import DenoiseConfig
 
     s = summary.get("sensitivity")
     if not s:
@@ -459,13 +368,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-stability", action="store_true", help="skip the run-seed study")
     p.add_argument("--limit", type=int, default=None, help="only the first N training and test questions (a quick look)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    DenoiseConfig.add_arguments(p.add_argument_group("RobustFT's settings (see `robustft denoise --help`)"))
 
 
 def check_arguments(args) -> None:
     """Raise ValueError with a one-line message for arguments that cannot run."""
-    bad = [m for m in args.methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown method {bad[0]!r}; use some of {', '.join(METHODS)}")
+    check_methods(args.methods)
     for n in args.noise:
         if not 0 < n < 100:
             raise ValueError(f"--noise {n}: give percentages between 1 and 99")
@@ -473,6 +381,7 @@ def check_arguments(args) -> None:
         raise ValueError("seeds must be >= 0")
     if args.limit is not None and args.limit < 8:
         raise ValueError(f"--limit {args.limit}: give at least 8 questions")
+    DenoiseConfig.from_args(args)  # a ValueError names a bad setting
 
 
 def main_args(args) -> dict:
@@ -480,6 +389,7 @@ def main_args(args) -> dict:
     into ``args.out`` and print the table; returns the summary."""
     start = time.time()
     rows = run(args.seeds, args.noise, args.out, methods=args.methods, passes=args.passes,
+               config=DenoiseConfig.from_args(args),
                sensitivity=not args.no_sensitivity, stability=not args.no_stability, run_seeds=args.run_seeds,
                limit=args.limit, progress=not args.no_progress)
     summary = summarize(rows, seconds=round(time.time() - start, 1))

@@ -15,12 +15,10 @@ Row numbers in errors are 1-based as a person would find them: for CSV the sprea
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
 import math
-import os
 import random
 import warnings
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import prompts
+from .files import atomic_open, write_json, write_jsonl
 from .sample import LETTERS, MC, SHORT, TASK_TYPES, Sample, letter, letter_index
 
 NOISE_LEVELS = (30, 50, 70)  # the paper's noise rates, as in the official file names
@@ -456,17 +455,14 @@ def to_alpaca(samples: Iterable[Sample], path, by: str = "letter") -> Path:
     """Write Alpaca JSON (instruction / input / output), the prompt identical to inference's."""
     records = [{"instruction": prompts.DIRECT_INSTRUCTION, "input": prompts.format_question(s),
                 "output": prompts.answer_line(s, by=by), **_sample_fields(s)} for s in samples]
-    return _write_json(path, records)
+    return write_json(path, records)
 
 
 def to_messages(samples: Iterable[Sample], path, by: str = "letter") -> Path:
     """Write chat-messages JSONL ({"messages": [user, assistant]}) for TRL / LLaMA-Factory."""
-    with _atomic_open(path) as f:
-        for s in samples:
-            rec = {"messages": [{"role": "user", "content": prompts.direct_prompt(s)},
-                                {"role": "assistant", "content": prompts.answer_line(s, by=by)}], **_sample_fields(s)}
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    return Path(path)
+    return write_jsonl(path, ({"messages": [{"role": "user", "content": prompts.direct_prompt(s)},
+                                            {"role": "assistant", "content": prompts.answer_line(s, by=by)}],
+                               **_sample_fields(s)} for s in samples))
 
 
 def to_official_csv(samples: Sequence[Sample], path) -> Path:
@@ -475,7 +471,7 @@ def to_official_csv(samples: Sequence[Sample], path) -> Path:
     extras = [k for k in dict.fromkeys(k for s in samples for k in s.extra) if k not in _INDEX_COLUMNS]
     has_category = any(s.category is not None for s in samples)
     header = ["id", "question", "answer", "options"] + (["Subject"] if has_category else []) + extras
-    with _atomic_open(path, newline="") as f:
+    with atomic_open(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for s in samples:
@@ -484,24 +480,3 @@ def to_official_csv(samples: Sequence[Sample], path) -> Path:
             row += [s.extra.get(k, "") for k in extras]
             w.writerow(row)
     return Path(path)
-
-
-def _write_json(path, records) -> Path:
-    with _atomic_open(path) as f:
-        json.dump(records, f, ensure_ascii=False, indent=1)
-    return Path(path)
-
-
-@contextlib.contextmanager
-def _atomic_open(path, **kw):
-    """Write to ``path.tmp`` and rename on success: a crash never leaves a half-written file
-    under the real name, and an existing file is replaced only by a complete one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", **kw) as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -6,11 +6,10 @@ each noise rate (30/50/70 %): the base model ("Vanilla"), LoRA SFT on the noisy 
 Prints a table in the shape of the paper's Table 1 and the detection report, and writes
 ``results.json``, ``results.csv`` and ``results.png`` into the output folder.
 
-Every number is measured in this run or read back from this run's own ``runs.jsonl``: each
-finished row is appended at once and each denoising run keeps its expert batches, so an
-interrupted demo resumes where it stopped. Rows are keyed by the toy model's config hash, the
-seed, the noise rate and every setting, so a changed setting is recomputed, never reused; the
-model key includes a hash of the weights.
+The demo is the first three rows of the comparison (`robustft.compare.run` with the methods
+"vanilla", "sft" and "robustft" and no further studies): every number is measured in this run
+or read back from this run's own ``runs.jsonl``, each finished row is appended at once and
+each denoising run keeps its expert batches, so an interrupted demo resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -21,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from . import compare
 from .data import NOISE_LEVELS
-from .runlog import RunLog
+from .denoise import DenoiseConfig
+from .files import write_json
 
 METHODS = ("vanilla", "sft", "robustft")
 DETECTION = ("precision", "recall", "f1", "relabel_accuracy", "selection_accuracy", "label_accuracy")
@@ -30,62 +31,10 @@ DETECTION = ("precision", "recall", "f1", "relabel_accuracy", "selection_accurac
 
 def run(seeds=(0,), noise_levels=NOISE_LEVELS, out: str | Path = "results/demo", config=None,
         progress: bool = True, log=print) -> list[dict]:
-    """Run the demo; returns the result rows (one per seed × run), also in ``out/runs.jsonl``."""
-    import robustft
-    from robustft.denoise import DenoiseConfig, denoise
-    from robustft.offline import ToyConfig, make_benchmark
-    from robustft.offline import TOY_SFT as SFT  # the toy model's LoRA settings, one place
-    from robustft.relabel import resolve_embedder
-
-    config = config or DenoiseConfig()
-    out = Path(out)
-    runlog = RunLog(out / "runs.jsonl", key=("model", "seed", "run", "noise", "settings"))
-    rows = []
-    for seed in seeds:
-        toy = ToyConfig.for_seed(seed)
-        bench = make_benchmark(toy.world)
-        lm = robustft.load_model("toy", config=toy, progress=progress)
-        # Rows count for these very weights: the config and the weights' own hash.
-        model_id = f"{toy.key()}-{lm.info['fingerprint']}"
-        log(f"seed {seed}: toy model {toy.key()}, {len(bench.train)} training and {len(bench.test)} test questions")
-
-        def once(run_name, noise, settings, compute):
-            row = runlog.get(model=model_id, seed=seed, run=run_name, noise=noise, settings=settings)
-            t = time.time()
-            if row is None:
-                row = runlog.add({"model": model_id, "seed": seed, "run": run_name, "noise": noise,
-                                  "settings": settings, **compute(), "seconds": round(time.time() - t, 1)})
-                how = f"{row['seconds']} s"
-            else:
-                how = "read back"
-            rows.append(row)
-            extra = ""
-            if "detection" in row:
-                d = row["detection"]
-                extra = (f"  [flags P {d['precision']:.2f} R {d['recall']:.2f} F1 {d['f1']:.2f}; "
-                         f"training labels {d['label_accuracy']:.2f} right, {d['kept']} kept]")
-            label = run_name if noise is None else f"{run_name} @ {noise} %"
-            log(f"  {label:>16}: {row['accuracy']:.3f} ({how}){extra}")
-            return row
-
-        def accuracy(model):
-            return {"accuracy": robustft.evaluate(model, bench.test, progress=False).accuracy}
-
-        once("vanilla", None, {}, lambda: accuracy(lm))
-        for noise in noise_levels:
-            train, _ = robustft.inject_noise(bench.train, noise / 100, seed=seed)
-            once("sft", noise, {"sft": SFT},
-                 lambda: accuracy(robustft.finetune(lm, train, seed=seed, progress=progress, **SFT)))
-
-            def robust():
-                result = denoise(train, lm, config, out=out / f"seed{seed}-noise{noise}", progress=progress)
-                tuned = robustft.finetune(lm, result.samples, seed=seed, progress=progress, **SFT)
-                return {**accuracy(tuned), "detection": result.report}
-
-            # "auto" embeds with whatever is installed: the resolved embedder is part of the key.
-            settings = {"sft": SFT, "denoise": config.to_dict(), "embedder": resolve_embedder(config.embedder)}
-            once("robustft", noise, settings, robust)
-    return rows
+    """Run the demo; returns the result rows (one per seed × method and noise rate), also in
+    ``out/runs.jsonl``; the expert passes are kept in ``out/seed{S}-noise{N}``."""
+    return compare.run(seeds, noise_levels, out, methods=METHODS, passes=out, config=config, sensitivity=False,
+                       stability=False, perplexity=False, progress=progress, log=log)
 
 
 def _mean_std(values):
@@ -97,9 +46,9 @@ def _mean_std(values):
 def summarize(rows: list[dict], seeds, noise_levels, seconds: float | None = None) -> dict:
     """`results.json`: the Table-1 accuracies and the detection report per noise rate
     (plain fractions for one seed; ``{"mean", "std"}`` over several)."""
-    def pick(run, noise, key="accuracy"):
+    def pick(method, noise, key="accuracy"):
         return [r[key] if key == "accuracy" else r["detection"][key]
-                for r in rows if r["run"] == run and (run == "vanilla" or r["noise"] == noise)]
+                for r in rows if r["method"] == method and (method == "vanilla" or r["noise"] == noise)]
 
     table, detection = {}, {}
     for noise in noise_levels:
@@ -125,17 +74,15 @@ def table_text(summary: dict) -> str:
 
 def write_outputs(rows: list[dict], summary: dict, out: Path) -> list[Path]:
     """results.json, results.csv (one row per seed × run) and results.png."""
-    from .denoise import write_json
-
     out.mkdir(parents=True, exist_ok=True)
     paths = [write_json(out / "results.json", summary), out / "results.csv", out / "results.png"]
     with open(paths[1], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["seed", "run", "noise", "accuracy", *DETECTION])
+        w.writerow(["seed", "method", "noise", "accuracy", *DETECTION])
         for r in rows:
             d = r.get("detection") or {}
-            w.writerow([r["seed"], r["run"], r["noise"] if r["noise"] is not None else "",
-                        f"{r['accuracy']:.4f}", *[f"{d[k]:.4f}" if k in d else "" for k in DETECTION]])
+            w.writerow([r["seed"], r["method"], r["noise"] if r["noise"] is not None else "",
+                        f"{r['accuracy']:.4f}", *[f"{d[k]:.4f}" if d.get(k) is not None else "" for k in DETECTION]])
     try:
         import matplotlib
 
@@ -166,12 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/demo", help="results folder (resumes from its runs.jsonl)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="benchmark seeds (default 0)")
     p.add_argument("--noise", type=int, nargs="+", default=list(NOISE_LEVELS), help="noise rates in percent")
-    from .denoise import DenoiseConfig
-
-    p.add_argument("--paths", type=int, default=DenoiseConfig.reasoning_paths,
-                   help="reasoning responses sampled per question, answer by majority vote (self-consistency; "
-                        "1: one greedy response, the paper's; default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    DenoiseConfig.add_arguments(p.add_argument_group("RobustFT's settings (see `robustft denoise --help`)"))
 
 
 def check_arguments(args) -> None:
@@ -181,15 +124,12 @@ def check_arguments(args) -> None:
             raise ValueError(f"--noise {n}: give percentages between 1 and 99")
     if any(s < 0 for s in args.seeds):
         raise ValueError("--seeds: seeds must be >= 0")
-    if args.paths < 1:
-        raise ValueError(f"--paths {args.paths}: give 1 or more")
+    DenoiseConfig.from_args(args)  # a ValueError names a bad setting
 
 
 def main_args(args) -> None:
     start = time.time()
-    from .denoise import DenoiseConfig
-
-    config = DenoiseConfig(reasoning_paths=args.paths)
+    config = DenoiseConfig.from_args(args)
     rows = run(args.seeds, args.noise, args.out, config=config, progress=not args.no_progress)
     summary = summarize(rows, args.seeds, args.noise, seconds=round(time.time() - start, 1))
     paths = write_outputs(rows, summary, Path(args.out))

@@ -12,6 +12,7 @@ batch is stored as it finishes, so a re-run resumes; the config is saved beside 
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -20,18 +21,22 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import _write_json as write_json  # the one atomic JSON writer
+from . import diagnose
 from .detect import CHECKERS, detect_noise, llm_checker, run_detection_experts
-from .experts import PassStore, too_long
+from .experts import PassStore
+from .files import write_json
 from .metrics import answers_match
 from .model import LanguageModel
+from .prompts import direct_prompt, reasoning_prompt
 from .relabel import REVIEWS, embed, relabel, resolve_embedder
 from .sample import MC, Sample
 from .selection import MEASURES, response_entropy, select_by_entropy, supporting_entropy
 
 CLEAN, SELECTED, DROPPED, SKIPPED = "clean", "selected", "dropped", "skipped"
+CHECKER_NAMES = (*CHECKERS, "llm")
 ENTROPY_FROM = ("context", "review", "experts")
 STRATEGIES = ("robustft", "noise_aware")
+EMBEDDERS = ("auto", "minilm", "tfidf", "llm")  # or any sentence-transformers id or folder
 # The paper's ablations (Table 3) as changes to a config (see `DenoiseConfig.ablation`).
 ABLATIONS = {
     "wo_selection": {"beta": 1.0},
@@ -42,9 +47,29 @@ ABLATIONS = {
 }
 
 
+class ConfigError(ValueError):
+    """A bad `DenoiseConfig` value; `field` names the setting."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _setting(default, help: str, choices=None, aliases=()):
+    """A config field with what its command-line flag needs (`DenoiseConfig.add_arguments`)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "aliases": tuple(aliases)})
+
+
 @dataclass(frozen=True)
 class DenoiseConfig:
-    """Every setting of a denoising run (saved as ``config.json`` with the run).
+    """Every setting of a denoising run (saved as ``config.json`` with the run; each is also a
+    flag of `robustft denoise`, named after the field).
+
+    The defaults are the paper's except where marked *ours*: the review (``"confidence"``;
+    the paper's review agent is ``"agent"``), the entropy that ranks the relabels
+    (``"experts"``; the paper's is the CER answer's, ``"context"``) and the reasoning budget
+    (`max_new_tokens`, which the paper does not state). `DenoiseConfig.paper()` gives the
+    paper's choices throughout.
 
     Attributes:
         checker: "agree" (the paper's rule: clean when both experts agree with the label),
@@ -54,15 +79,17 @@ class DenoiseConfig:
         embedder: retrieval embeddings: "auto", "minilm", "tfidf", "llm", or a
             sentence-transformers id/folder (see `robustft.relabel.embed`).
         review: how the CER and reasoning answers become the new label: "agent" (the paper's
-            review agent, an LLM prompt), "confidence" (ours: agreement stands, else the
-            surer expert; `relabel.review_by_confidence`), or "none" (the CER answer).
+            review agent, an LLM prompt), "confidence" (ours, the default: agreement stands,
+            else the surer expert; `relabel.review_by_confidence`), or "none" (the CER
+            answer).
         beta: fraction of the relabeled samples kept, lowest entropy first (the paper: 0.5).
-        entropy: "nll" (the paper's mean token NLL), "shannon" or "options"
-            (see `robustft.selection`).
+        entropy: "nll" (the paper's response entropy, the mean token NLL), "shannon" or
+            "options" (see `robustft.selection`).
         entropy_from: whose answer's entropy ranks the relabels: "context" (the paper: the
             CER answer under the CER prompt), "review" (the new label under the review
-            agent's prompt; the CER answer's when no agent ran), or "experts" (ours: the new
-            label under the experts that gave it, `selection.supporting_entropy`).
+            agent's prompt; the CER answer's when no agent ran), or "experts" (ours, the
+            default: the new label under the experts that gave it,
+            `selection.supporting_entropy`).
         reasoning_paths: 1 (the paper): the reasoning-enhanced expert writes one greedy
             response. More: it samples that many responses and answers by majority vote, its
             confidence being the vote's share (self-consistency, an option of ours;
@@ -70,12 +97,12 @@ class DenoiseConfig:
             the training labels' accuracy on seeds 0-2 but not on held-out seeds 3-5, so it
             is off by default (`results/self-consistency-8-paths/`).
         temperature: the sampling temperature of those paths (used when reasoning_paths > 1).
-        max_new_tokens: generation budget of the reasoning expert and of short answers.
-            256: the smallest budget whose parse rate on real SmolLM2-135M-Instruct responses
-            (ARC, FPB, PubMedQA) was within 1 point of the best measured: 0.80 at 256 and 512,
-            0.77 at 128 and 0.76 at 64, which cut 21 % and 56 % of the ARC responses before
-            their end (``results/real-smollm2/parse-rate.md``). A response that ends sooner
-            costs nothing more.
+        max_new_tokens: generation budget of the reasoning expert and of short answers (ours:
+            the paper does not state one). 256: the smallest budget whose parse rate on real
+            SmolLM2-135M-Instruct responses (ARC, FPB, PubMedQA) was within 1 point of the
+            best measured: 0.80 at 256 and 512, 0.77 at 128 and 0.76 at 64, which cut 21 % and
+            56 % of the ARC responses before their end (``results/real-smollm2/parse-rate.md``).
+            A response that ends sooner costs nothing more.
         batch_size: samples per stored batch (and per forward pass).
         skip_long: leave out (stage "skipped") the samples whose prompt and answer exceed the
             model's context, instead of stopping with an error naming the first.
@@ -91,42 +118,71 @@ class DenoiseConfig:
     The paper's ablations (Table 3) are settings of this config: `DenoiseConfig.ablation`.
     """
 
-    checker: str = "agree"
-    k: int = 3
-    embedder: str = "auto"
-    review: str = "confidence"
-    beta: float = 0.5
-    entropy: str = "nll"
-    entropy_from: str = "experts"
-    reasoning_paths: int = 1
-    temperature: float = 0.7
-    max_new_tokens: int = 256
-    batch_size: int = 64
-    skip_long: bool = False
-    strategy: str = "robustft"
-    cer: bool = True
+    checker: str = _setting("agree", "noise detection rule", CHECKER_NAMES)
+    k: int = _setting(3, "worked examples retrieved per noisy sample")
+    embedder: str = _setting("auto", f"retrieval embeddings: {', '.join(EMBEDDERS)}, or a sentence-transformers "
+                                     "id or folder")
+    review: str = _setting("confidence", "how the CER and reasoning answers become the label (ours: confidence; "
+                                         "the paper's: agent)", REVIEWS)
+    beta: float = _setting(0.5, "fraction of the relabels kept, lowest entropy first")
+    entropy: str = _setting("nll", "the entropy that ranks relabels (nll: the paper's mean token NLL)", MEASURES)
+    entropy_from: str = _setting("experts", "whose answer's entropy ranks the relabels (ours: experts; the paper's: "
+                                            "context)", ENTROPY_FROM)
+    reasoning_paths: int = _setting(1, "reasoning responses sampled per question, answer by majority vote "
+                                       "(self-consistency; 1: one greedy response, the paper's)", aliases=("--paths",))
+    temperature: float = _setting(0.7, "sampling temperature of those responses (with --reasoning-paths > 1)")
+    max_new_tokens: int = _setting(256, "generation budget of the reasoning expert and of short answers")
+    batch_size: int = _setting(64, "samples per stored batch and forward pass")
+    skip_long: bool = _setting(False, "leave out samples too long for the model's context (else: stop with an "
+                                      "error naming the first)")
+    strategy: str = _setting("robustft", "robustft (the paper's chain) or noise_aware (ours: keep, relabel or flag "
+                                         "each label by its posterior)", STRATEGIES)
+    cer: bool = _setting(True, "retrieve worked examples for relabeling (--no-cer: the ablation w/o CER)")
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.checker not in (*CHECKERS, "llm"):
-            raise ValueError(f"checker must be one of {[*CHECKERS, 'llm']}, got {self.checker!r}")
+        def bad(name, rule):
+            raise ConfigError(name, f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("checker", "review", "entropy", "entropy_from", "strategy"):
+            choices = CONFIG_FIELDS[name].metadata["choices"]
+            if getattr(self, name) not in choices:
+                bad(name, f"one of {list(choices)}")
         if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
+            bad("k", ">= 1")
         if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-        if self.entropy not in MEASURES:
-            raise ValueError(f"entropy must be one of {MEASURES}, got {self.entropy!r}")
-        if self.review not in REVIEWS:
-            raise ValueError(f"review must be one of {REVIEWS}, got {self.review!r}")
-        if self.entropy_from not in ENTROPY_FROM:
-            raise ValueError(f"entropy_from must be one of {ENTROPY_FROM}, got {self.entropy_from!r}")
+            bad("beta", "in [0, 1]")
         if self.reasoning_paths < 1:
-            raise ValueError(f"reasoning_paths must be >= 1, got {self.reasoning_paths}")
+            bad("reasoning_paths", ">= 1")
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be finite and > 0, got {self.temperature}")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
+            bad("temperature", "finite and > 0")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                bad(name, ">= 1")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field, named after it (``--entropy-from``; booleans as ``--cer`` /
+        ``--no-cer``), with the field's default, choices and help."""
+        for f in dataclasses.fields(cls):
+            flags = ["--" + f.name.replace("_", "-"), *f.metadata["aliases"]]
+            help_ = f.metadata["help"] + " (default: %(default)s)"
+            if isinstance(f.default, bool):
+                parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                                    help=help_)
+            else:
+                parser.add_argument(*flags, dest=f.name, type=type(f.default), default=f.default,
+                                    choices=f.metadata["choices"], help=help_)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DenoiseConfig":
+        """The config the flags of `add_arguments` give; a ValueError names the flag of a
+        bad value."""
+        try:
+            return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+        except ConfigError as e:
+            f = CONFIG_FIELDS[e.field]
+            flags = "/".join(["--" + f.name.replace("_", "-"), *f.metadata["aliases"]])
+            raise ValueError(f"{flags} {getattr(args, f.name)}: {e}") from None
 
     @classmethod
     def paper(cls, **changes) -> "DenoiseConfig":
@@ -162,6 +218,9 @@ class DenoiseConfig:
         return cls(**d)
 
 
+CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(DenoiseConfig)}
+
+
 @dataclass
 class DenoiseResult:
     """The output of `denoise`.
@@ -172,9 +231,15 @@ class DenoiseResult:
         provenance: one dict per *input* sample: id, given label, each expert's answer,
             noisy flag, retrieved neighbours (ids), CER and review answers, entropy, the
             stage it ended in ("clean", "selected", "dropped"; "skipped" when too long for
-            the model) and its training label.
+            the model), its training label, and ``unread``: the experts whose response
+            could not be read (absent when every answer was read).
         config: the `DenoiseConfig` used.
         report: `detection_report` when every sample's true label is known, else None.
+        stats: per expert pass (direct, reasoning, context, review) the seconds it computed
+            (``seconds``) and the share of its answers that could be read (``parse_rate``);
+            the run's ``warnings`` (`robustft.diagnose`: dicts with ``check`` and
+            ``message``); the noise-aware strategy's estimated ``noise_rate``; the expert
+            batches computed and reused.
     """
 
     samples: list[Sample]
@@ -192,7 +257,8 @@ def denoise(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig 
     Args:
         samples: the noisy training samples (multiple choice and/or short answer).
         lm: the model that plays every expert.
-        config: the settings (default `DenoiseConfig()`, the paper's).
+        config: the settings (default `DenoiseConfig()`: the paper's, but for the choices
+            its docstring marks as ours; `DenoiseConfig.paper()` for the paper's throughout).
         out: a run folder: expert batches are stored there as they finish (a re-run resumes
             and recomputes only what a changed config or input changes) and ``config.json``
             is written. None keeps nothing.
@@ -235,12 +301,18 @@ def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, stor
                                               paths=config.reasoning_paths, temperature=config.temperature, **kw)
     labels = [s.answer for s in samples]
     tasks = [s.task for s in samples]
+    found = _check_experts(samples, direct, reasoning, config.max_new_tokens)
     if config.strategy == "noise_aware":
-        return _noise_aware(samples, direct, reasoning)
+        kept, provenance, stats = _noise_aware(samples, direct, reasoning)
+        passes = {"direct": direct, "reasoning": reasoning}
+        relabels = [(p["label"], s.task) for p, s in zip(provenance, samples) if p["stage"] == SELECTED]
+        found += diagnose.collapse([y for y, _ in relabels], [t for _, t in relabels])
+        return kept, _mark_unread(provenance, passes, range(len(samples))), _stats(stats, passes, found)
     if config.checker == "llm":
         noisy = llm_checker(lm, samples, direct.answers, reasoning.answers, **kw)
     else:
         noisy = detect_noise(labels, direct.answers, reasoning.answers, tasks, config.checker)
+    found += diagnose.few_clean(int((~noisy).sum()), config.k if config.cer else 0, int(noisy.sum()))
 
     embeddings = embed(samples, config.embedder, lm, config.batch_size) if noisy.any() and config.cer else None
     rel = relabel(lm, samples, noisy, reasoning, k=config.k if config.cer else 0, review=config.review, embeddings=embeddings,
@@ -249,11 +321,15 @@ def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, stor
         entropy = response_entropy(rel.review, rel.labels, config.entropy)
     elif config.entropy_from == "experts":
         entropy = supporting_entropy(rel.labels, rel.context, response_entropy(rel.context, rel.labels, config.entropy),
-                                     [reasoning.answers[i] for i in rel.indices], reasoning.answer_nll[rel.indices],
+                                     [reasoning.answers[i] for i in rel.indices],
+                                     reasoning.answer_uncertainty[rel.indices],
                                      [tasks[i] for i in rel.indices])
     else:
         entropy = response_entropy(rel.context, rel.context.answers, config.entropy)
     keep = select_by_entropy(entropy, config.beta)
+    for name in ("context", "review"):
+        found += diagnose.unreadable(name, getattr(rel, name), config.max_new_tokens)
+    found += diagnose.collapse([y for y, k in zip(rel.labels, keep) if k], [tasks[i] for i in rel.indices[keep]])
 
     provenance = []
     pos = {int(i): j for j, i in enumerate(rel.indices)}
@@ -276,9 +352,38 @@ def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, stor
         provenance.append(row)
     kept = training_set(samples, provenance)
     passes = {"direct": direct, "reasoning": reasoning, "context": rel.context, "review": rel.review}
-    return kept, provenance, {"seconds": {k: round(v.seconds, 2) for k, v in passes.items() if v is not None}}
+    provenance = _mark_unread(provenance, {"direct": direct, "reasoning": reasoning}, range(len(samples)))
+    provenance = _mark_unread(provenance, {"context": rel.context, "review": rel.review}, rel.indices)
+    return kept, provenance, _stats({}, passes, found)
 
 
+def _check_experts(samples, direct, reasoning, budget: int) -> list[dict]:
+    """The model check of both detection experts before the chain goes on, and their parse
+    rates (`robustft.diagnose`)."""
+    labels, tasks = [s.answer for s in samples], [s.task for s in samples]
+    options = [len(s.options) for s in samples]
+    found = []
+    for name, out in (("direct", direct), ("reasoning", reasoning)):
+        found += diagnose.unreadable(name, out, budget)
+    return found + diagnose.model_check(labels, direct.answers, reasoning.answers, tasks, options)
+
+
+def _mark_unread(provenance: list[dict], passes: dict, rows) -> list[dict]:
+    """Add to each provenance row the experts that were asked but whose answer could not be
+    read (``unread``)."""
+    rows = list(rows)
+    for name, out in passes.items():
+        for j in diagnose.unread(out) if out is not None else ():
+            provenance[int(rows[j])].setdefault("unread", []).append(name)
+    return provenance
+
+
+def _stats(stats: dict, passes: dict, found: list[dict]) -> dict:
+    """Seconds and parse rate per expert pass, and the run's warnings (each reported once)."""
+    diagnose.report(found)
+    return {**stats, "seconds": {k: round(v.seconds, 2) for k, v in passes.items() if v is not None},
+            "parse_rate": {k: diagnose.parse_rate(v) for k, v in passes.items() if v is not None},
+            "warnings": found}
 
 
 def _noise_aware(samples: list[Sample], direct, reasoning):
@@ -294,12 +399,12 @@ def _noise_aware(samples: list[Sample], direct, reasoning):
     for i, s in enumerate(samples):
         if s.clean_answer is not None:
             provenance[i]["clean_answer"] = s.clean_answer
-    stats = {"seconds": {"direct": round(direct.seconds, 2), "reasoning": round(reasoning.seconds, 2)}}
+    stats = {}
     if len(rows):
         sub = [samples[i] for i in rows]
         post = label_posterior([letter_index(s.answer) for s in sub], direct.probs[rows],
                                [letter_index(reasoning.answers[i]) if reasoning.answers[i] else -1 for i in rows],
-                               -reasoning.answer_nll[rows], [len(s.options) for s in sub])
+                               -reasoning.answer_uncertainty[rows], [len(s.options) for s in sub])
         for j, i in enumerate(rows):
             p_given = float(post.posterior[j, letter_index(samples[i].answer)])
             new = letter(int(post.labels[j]))
@@ -310,6 +415,15 @@ def _noise_aware(samples: list[Sample], direct, reasoning):
         stats["noise_rate"] = float(post.noise_rate)
     kept = training_set(samples, provenance)
     return kept, provenance, stats
+
+
+def too_long(lm: LanguageModel, samples: Sequence[Sample], max_new_tokens: int) -> np.ndarray:
+    """[n] bool: the samples the chain cannot ask the model: their direct prompt with room
+    for the answer (`LanguageModel.answer_room`), or their reasoning prompt with one
+    generated token, does not fit the model's context."""
+    direct = lm.fits([direct_prompt(s) for s in samples], lm.answer_room(samples, max_new_tokens))
+    reasoning = lm.fits([reasoning_prompt(s) for s in samples], 1)
+    return ~(direct & reasoning)
 
 
 def training_set(samples: Sequence[Sample], provenance: Sequence[dict]) -> list[Sample]:

@@ -1,4 +1,4 @@
-"""Noise detection by multi-expert collaboration (RobustFT, section 3.1).
+"""Noise detection by multi-expert collaboration (RobustFT, section 3.2).
 
 Two experts answer every training question:
 
@@ -165,7 +165,8 @@ def run_reasoning_expert(lm: LanguageModel, samples: Sequence[Sample], *, paths:
                                         enabled=progress)]
     answers, agreement, source = self_consistency([p.answers for p in sampled], [s.task for s in samples],
                                                   prefer=greedy.answers)
-    texts, stats = list(greedy.texts), {k: getattr(greedy, k).copy() for k in ("nll", "token_entropy", "max_nll")}
+    names = ("response_entropy", "token_entropy", "max_token_nll")
+    texts, stats = list(greedy.texts), {k: getattr(greedy, k).copy() for k in names}
     for i, (a, j) in enumerate(zip(answers, source)):
         if j < 0 or answers_match(greedy.answers[i], a, samples[i].task):
             continue  # the greedy response gave the voted answer (or nothing was voted)
@@ -206,5 +207,5 @@ def llm_checker(lm: LanguageModel, samples: Sequence[Sample], direct: Sequence, 
     # lettered options are shown, so scoring letters would mean nothing.
     out = run_pass("checker", lm, judged, [j.question for j in judged], by="text",
                    batch_size=batch_size, store=store, progress=progress)
-    lp = out.logprobs
+    lp = out.scores.logprobs
     return lp[:, 0] > lp[:, 1]

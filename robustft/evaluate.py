@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .inference import generate, score_options
+from .inference import generate, predict_letters, score_options
 from .metrics import EvalResult, accuracy_report
 from .model import LanguageModel
 from .prompts import direct_prompt, extract_answer
@@ -50,8 +50,8 @@ def evaluate(lm: LanguageModel, samples: Sequence[Sample], *, method: str | None
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     prompts = [prompt(s) for s in samples]
     if method == "score":
-        predictions = score_options(lm, samples, prompts, by=by, batch_size=batch_size,
-                                    progress=progress).predictions
+        predictions = predict_letters(score_options(lm, samples, prompts, by=by, batch_size=batch_size,
+                                                    progress=progress))
     else:
         outs = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                         ids=[s.id for s in samples], progress=progress)
@@ -66,8 +66,8 @@ def perplexity(lm: LanguageModel, samples: Sequence[Sample], *, batch_size: int 
     clean answer when known, else the given one). The paper's Figure 4 compares these
     across fine-tuned models: lower means the model finds the right answers more natural.
     ``np.exp(np.log(ppl).mean())`` is the set's token-averaged-per-sample perplexity."""
-    from .finetune import response_nll  # finetune imports peft; only load it when asked
+    from .finetune import score_responses  # finetune imports peft; only load it when asked
 
     gold = [s if s.clean_answer is None or s.clean_answer == s.answer else s.with_answer(s.clean_answer)
             for s in samples]
-    return np.exp(response_nll(lm, gold, batch_size=batch_size, progress=progress))
+    return np.exp(score_responses(lm, gold, batch_size=batch_size, progress=progress))

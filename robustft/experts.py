@@ -8,15 +8,16 @@ plain row per sample:
   letter and, per option, the summed log-probability, the token count and the mean
   next-token entropy;
 - short answers (and the reasoning expert) are **generated** (`generate`): the row holds the
-  text, the extracted answer, and the response's mean token NLL and mean token entropy.
+  text, the extracted answer, and the response's response entropy (mean token NLL), mean
+  token entropy and largest token NLL.
 
 The stages (`detect`, `relabel`, `select`) only ever see these rows as arrays, so outputs
 from another backend (vLLM, an API) can replace a pass.
 
 Resuming: with a `PassStore`, each pass is cut into batches of consecutive samples and each
 finished batch is appended to ``experts.jsonl`` in the run folder at once. A batch is keyed
-by a hash of everything that decides its rows (the pass, the model, the decoding settings
-and the exact prompts and options), so a re-run reuses every finished batch, a changed
+by a hash of everything that decides its rows (the pass, the model's
+`LanguageModel.fingerprint`, the decoding settings and the exact prompts and options), so a re-run reuses every finished batch, a changed
 config or input recomputes only the batches it changes, and a killed run loses at most the
 batch in flight.
 """
@@ -33,21 +34,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .inference import generate, score_options
+from .kernels import OptionScores
 from .model import LanguageModel
 from .progress import progress_bar
 from .prompts import extract_answer
 from .runlog import RunLog
-from .sample import MC, Sample
+from .sample import MC, Sample, letter
 
 STORE_FILE = "experts.jsonl"
-ROW_FORMAT = 2  # bump when a pass's rows gain or change fields: older stored batches are recomputed
-
-
-def model_fingerprint(lm: LanguageModel) -> str:
-    """What identifies the model's outputs: its name, adapter and answer conventions (and
-    the toy model's config hash)."""
-    parts = [lm.name, lm.answer_by, str(lm.chat), str(lm.info.get("fingerprint", ""))]
-    return "|".join(parts)
+ROW_FORMAT = 3  # bump when a pass's rows gain or change fields: older stored batches are recomputed
 
 
 class PassStore:
@@ -91,128 +86,123 @@ class ExpertOutputs:
     Attributes:
         answers: n answers: an option letter (mc) or the extracted text (short); None where
             no answer could be read from a generation.
-        logprobs: [n, K] float64 summed log p(option | prompt) (mc rows; -inf elsewhere).
-        n_tokens: [n, K] int, tokens per option (0 where absent).
-        entropy: [n, K] float64 mean Shannon entropy (nats) of the next-token distribution
-            over each option's tokens (nan where absent).
+        scores: the `OptionScores` of the scored rows, numpy ``[n, K]`` (``-inf`` log-probs,
+            0 tokens and nan entropies on generated rows and absent options).
         texts: n generated responses ("" for scored rows).
-        nll: [n] float64 mean token NLL of the answer as the model gave it: the chosen
-            option's tokens (scored) or the whole generated response (generated).
+        response_entropy: [n] float64, the paper's response entropy (mean token NLL) of the
+            answer as the model gave it: the chosen option's tokens (scored) or the whole
+            generated response (generated).
         token_entropy: [n] float64 mean Shannon entropy over the same tokens.
-        max_nll: [n] float64 the largest token NLL of a generated response (its least sure
-            token: in step-by-step recall, the step the model is least sure of); nan for
+        max_token_nll: [n] float64 the largest token NLL of a generated response (its least
+            sure token: in step-by-step recall, the step the model is least sure of); nan for
             scored rows.
         agreement: [n] float64 for a self-consistent reasoning pass (several sampled paths,
             `robustft.detect.self_consistency`): the share of paths that gave `answers`
             (nan where none answered); None for a single pass.
+        finished: n flags: True where a generated response ended by itself, False where the
+            generation budget (or the context) cut it off; None for scored rows.
+        seconds: time spent computing (batches read back from a store cost none).
     """
 
     answers: list
-    logprobs: np.ndarray
-    n_tokens: np.ndarray
-    entropy: np.ndarray
+    scores: OptionScores
     texts: list
-    nll: np.ndarray
+    response_entropy: np.ndarray
     token_entropy: np.ndarray
-    max_nll: np.ndarray | None = None
-    seconds: float = 0.0  # time spent computing (batches read back from a store cost none)
+    max_token_nll: np.ndarray
+    seconds: float = 0.0
     agreement: np.ndarray | None = None
-
-    @property
-    def answer_nll(self) -> np.ndarray:
-        """[n] how unsure a generated pass is of its own answer, as a negative log-probability
-        in nats: with several sampled paths (self-consistency, `agreement` set) -log of the
-        share of paths that gave the answer; with one response its largest token NLL. nan for
-        scored rows and where no answer was given."""
-        if self.agreement is None:
-            return self.max_nll
-        with np.errstate(divide="ignore"):
-            return np.where(self.agreement > 0, -np.log(self.agreement), np.nan)
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[dict], seconds: float = 0.0) -> "ExpertOutputs":
-        n = len(rows)
-        width = max((len(r.get("logprobs", ())) for r in rows), default=0)
-        lp = np.full((n, width), -np.inf)
-        nt = np.zeros((n, width), dtype=np.int64)
-        ent = np.full((n, width), np.nan)
-        for i, r in enumerate(rows):
-            k = len(r.get("logprobs", ()))
-            if k:
-                # JSON has no -inf/nan: absent values are stored as null.
-                lp[i, :k] = [-np.inf if v is None else v for v in r["logprobs"]]
-                nt[i, :k] = r["n_tokens"]
-                ent[i, :k] = [np.nan if v is None else v for v in r["entropy"]]
-        nan = lambda v: np.nan if v is None else v  # noqa: E731
-        return cls([r["answer"] for r in rows], lp, nt, ent, [r.get("text", "") for r in rows],
-                   np.array([nan(r["nll"]) for r in rows], dtype=np.float64),
-                   np.array([nan(r["token_entropy"]) for r in rows], dtype=np.float64),
-                   np.array([nan(r.get("max_nll")) for r in rows], dtype=np.float64), seconds)
+    finished: list | None = None
 
     @property
     def probs(self) -> np.ndarray:
         """[n, K] option probabilities renormalised over each row's options (rows with no
         scores are all nan)."""
-        out = np.full(self.logprobs.shape, np.nan)
-        ok = np.isfinite(self.logprobs).any(axis=1)
-        if ok.any():
-            lp = self.logprobs[ok]
-            e = np.exp(lp - lp.max(axis=1, keepdims=True))
-            out[ok] = e / e.sum(axis=1, keepdims=True)
+        return self.scores.probs
+
+    @property
+    def answer_uncertainty(self) -> np.ndarray:
+        """[n] how unsure a generated pass is of its own answer, in nats (-log of a
+        probability): with several sampled paths (self-consistency, `agreement` set) -log of
+        the share of paths that gave the answer; with one response its largest token NLL
+        (`max_token_nll`). nan for scored rows and where no answer was given."""
+        if self.agreement is None:
+            return self.max_token_nll
+        with np.errstate(divide="ignore"):
+            return np.where(self.agreement > 0, -np.log(self.agreement), np.nan)
+
+    @classmethod
+    def empty(cls, n: int, width: int = 0, seconds: float = 0.0) -> "ExpertOutputs":
+        """A pass over n samples that answered none of them (no answers, no scores)."""
+        scores = OptionScores(np.full((n, width), -np.inf), np.zeros((n, width), dtype=np.int64),
+                              np.full((n, width), np.nan))
+        nan = lambda: np.full(n, np.nan)  # noqa: E731
+        return cls([None] * n, scores, [""] * n, nan(), nan(), nan(), seconds, finished=[None] * n)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict], seconds: float = 0.0) -> "ExpertOutputs":
+        """The pass from its stored rows (JSON: absent values are null)."""
+        width = max((len(r.get("logprobs", ())) for r in rows), default=0)
+        out = cls.empty(len(rows), width, seconds)
+        lp, nt, ent = out.scores
+        num = lambda v: np.nan if v is None else v  # noqa: E731
+        for i, r in enumerate(rows):
+            k = len(r.get("logprobs", ()))
+            if k:
+                lp[i, :k] = [-np.inf if v is None else v for v in r["logprobs"]]
+                nt[i, :k] = r["n_tokens"]
+                ent[i, :k] = [num(v) for v in r["entropy"]]
+            out.answers[i], out.texts[i], out.finished[i] = r["answer"], r.get("text", ""), r.get("finished")
+            out.response_entropy[i] = num(r["response_entropy"])
+            out.token_entropy[i] = num(r["token_entropy"])
+            out.max_token_nll[i] = num(r.get("max_token_nll"))
         return out
 
-    def option_nll(self, index: int, option: int) -> float:
-        """Mean token NLL of option `option` of row `index` (the paper's response entropy of
-        that answer under this pass's prompt); nan when the row was not scored."""
-        n = self.n_tokens[index, option] if option < self.n_tokens.shape[1] else 0
-        return float(-self.logprobs[index, option] / n) if n > 0 else float("nan")
+    def take(self, rows: Sequence[int], n: int) -> "ExpertOutputs":
+        """This pass (over len(rows) samples) as a pass over n samples, its row j placed at
+        position rows[j]; the other positions have no answer and no scores."""
+        full = ExpertOutputs.empty(n, self.scores.logprobs.shape[1], self.seconds)
+        rows = np.asarray(rows, dtype=np.int64)
+        for src, dst in enumerate(rows):
+            full.answers[dst], full.texts[dst] = self.answers[src], self.texts[src]
+            full.finished[dst] = self.finished[src] if self.finished is not None else None
+        for mine, theirs in zip(self.scores, full.scores):
+            theirs[rows] = mine
+        for name in ("response_entropy", "token_entropy", "max_token_nll"):
+            getattr(full, name)[rows] = getattr(self, name)
+        return full
 
 
 def _finite(v: float):
     return float(v) if np.isfinite(v) else None
 
 
-def too_long(lm: LanguageModel, samples: Sequence[Sample], max_new_tokens: int) -> np.ndarray:
-    """[n] bool: the samples whose direct prompt plus their longest option (mc) or whose
-    reasoning prompt plus one generated token would not fit the model's context."""
-    from .prompts import direct_prompt, reasoning_prompt
-
-    direct = [len(x) for x in lm._encode([lm.render(direct_prompt(s)) for s in samples])]
-    reasoning = [len(x) for x in lm._encode([lm.render(reasoning_prompt(s)) for s in samples])]
-    from .relabel import longest_option_tokens
-
-    # + 2: the "Answer:" prefix and a token of slack for how a tokenizer splits the seam
-    need = [d + (o or max_new_tokens) + 2 for d, o in zip(direct, longest_option_tokens(lm, samples))]
-    return np.array([n > lm.max_length or r + 1 > lm.max_length for n, r in zip(need, reasoning)], dtype=bool)
-
-
 def _score_rows(lm: LanguageModel, samples, prompts, batch_size, by=None) -> list[dict]:
     sc = score_options(lm, samples, prompts, by=by, batch_size=batch_size, progress=False)
+    best, h = sc.best(), sc.response_entropy
     rows = []
     for i, s in enumerate(samples):
-        k = len(s.options)
-        pred = sc.predictions[i]
-        j = sc.prediction_index[i]
-        rows.append({"answer": pred,
+        k, j = len(s.options), best[i]
+        rows.append({"answer": letter(j),
                      "logprobs": [_finite(v) for v in sc.logprobs[i, :k]],
                      "n_tokens": [int(v) for v in sc.n_tokens[i, :k]],
                      "entropy": [_finite(v) for v in sc.entropy[i, :k]],
-                     "nll": _finite(sc.mean_nll[i, j]), "token_entropy": _finite(sc.entropy[i, j])})
+                     "response_entropy": _finite(h[i, j]), "token_entropy": _finite(sc.entropy[i, j])})
     return rows
 
 
 def _generate_rows(lm, samples, prompts, batch_size, max_new_tokens, temperature=0.0, seed=0) -> list[dict]:
     gens = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
                     seed=seed, ids=[s.id for s in samples], progress=False)
-    return [{"answer": extract_answer(g.text, s), "text": g.text, "nll": _finite(g.mean_nll),
-             "max_nll": _finite(float(-g.logprobs.min()) if len(g.logprobs) else np.nan),
+    return [{"answer": extract_answer(g.text, s), "text": g.text, "finished": g.finished,
+             "response_entropy": _finite(g.response_entropy), "max_token_nll": _finite(g.max_token_nll),
              "token_entropy": _finite(float(g.entropy.mean()) if len(g.entropy) else np.nan)}
             for g, s in zip(gens, samples)]
 
 
 def _batch_key(name: str, lm: LanguageModel, settings: dict, samples, prompts) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([name, ROW_FORMAT, model_fingerprint(lm), settings], sort_keys=True).encode())
+    h.update(json.dumps([name, ROW_FORMAT, lm.fingerprint, settings], sort_keys=True).encode())
     for s, p in zip(samples, prompts):
         h.update(json.dumps([s.id, s.task, list(s.options), p]).encode())
     return h.hexdigest()[:24]

@@ -22,11 +22,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .inference import IGNORE, check_length, left_pad, length_sorted_batches, response_logits, response_stats_of
-from .model import LanguageModel, copy_model
+from .inference import IGNORE, left_pad, length_sorted_batches, response_logits, response_stats_of
+from .model import LanguageModel, adapter_hash, copy_model
 from .progress import progress_bar
 from .prompts import answer_line, direct_prompt
 from .sample import Sample
+
+# The LoRA SFT settings for a real model (the `finetune` defaults; the CLI's and the chapters'
+# GPU branch too): the paper fine-tunes with LoRA through LLaMA-Factory. The toy model of the
+# offline benchmark has its own, `robustft.offline.TOY_SFT`.
+SFT = dict(epochs=3, lr=2e-4, batch_size=16, lora_r=16, lora_alpha=32)
 
 # Attention and MLP projections of Llama/Qwen/Mistral-style decoders.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -66,7 +71,7 @@ def training_examples(lm: LanguageModel, samples: Sequence[Sample],
     targets = [lm.render_response(p, r) for p, r in zip(prompts, responses)]
     out = []
     for s, (c, x) in zip(samples, lm.encode_pairs(contexts, targets, add_eos=True)):
-        check_length(lm, len(c) + len(x), s.id)
+        lm.check_length(len(c) + len(x), s.id)
         out.append((c + x, [IGNORE] * len(c) + x))
     return out
 
@@ -83,17 +88,18 @@ def _collate(lm: LanguageModel, examples):
 
 
 @torch.inference_mode()
-def response_nll(lm: LanguageModel, samples: Sequence[Sample], prompts=None, responses=None,
-                 by: str | None = None, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """[n] mean NLL of each sample's target response given its prompt (the training loss
-    per sample, and the paper's response entropy of a given answer)."""
+def score_responses(lm: LanguageModel, samples: Sequence[Sample], prompts=None, responses=None,
+                    by: str | None = None, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """[n] float64 response entropy (the paper's mean token NLL) of each sample's target
+    response given its prompt, teacher-forced: the training loss per sample. Prompts and
+    responses default as in `training_examples` (the direct prompt, ``Answer: X``)."""
     examples = training_examples(lm, samples, prompts, responses, by)
     out = np.full(len(examples), np.nan)
     for batch in progress_bar(length_sorted_batches([len(e[0]) for e in examples], batch_size),
-                              desc="response nll", enabled=progress):
+                              desc="scoring responses", enabled=progress):
         ids, mask, pos, labels, keep = _collate(lm, [examples[j] for j in batch])
         st = response_stats_of(lm, ids, mask, pos, labels, keep)
-        out[batch] = st.nll.double().cpu().numpy()
+        out[batch] = st.response_entropy.double().cpu().numpy()
     return out
 
 
@@ -122,8 +128,9 @@ def _lora_model(lm: LanguageModel, r: int, alpha: int, dropout: float, target_mo
 def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
              prompts: Sequence[str] | None = None, responses: Sequence[str] | None = None,
              by: str | None = None, output_dir: str | os.PathLike | None = None,
-             epochs: float = 3, lr: float = 2e-4, batch_size: int = 16, grad_accum: int = 1,
-             lora_r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.0,
+             epochs: float = SFT["epochs"], lr: float = SFT["lr"], batch_size: int = SFT["batch_size"],
+             grad_accum: int = 1, lora_r: int = SFT["lora_r"], lora_alpha: int = SFT["lora_alpha"],
+             lora_dropout: float = 0.0,
              target_modules: Sequence[str] | None = None, weight_decay: float = 0.0,
              warmup_ratio: float = 0.03, max_grad_norm: float = 1.0, seed: int = 0,
              gradient_checkpointing: bool = False, inplace: bool = False,
@@ -195,20 +202,11 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
     model.eval()
     tuned.info["train_loss"] = losses
     # Outputs stored for the base model must not be taken for the tuned one's.
-    tuned.info["fingerprint"] = f"{lm.info.get('fingerprint', '')}+lora-{_params_hash(params)}"
+    tuned.info["adapter"] = adapter_hash(model)
     if output_dir is not None:
         model.save_pretrained(str(output_dir), safe_serialization=True)
         tuned.info["adapter_dir"] = str(output_dir)
     return tuned
-
-
-def _params_hash(params) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in params:
-        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def response_token_nll(lm: LanguageModel, examples) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .kernels import linear_token_stats, option_logprobs, response_stats, token_stats
+from .kernels import OptionScores, linear_token_stats, option_logprobs, response_stats, token_stats
 from .kernels.dispatch import reduce_response, shift_labels
 from .model import LanguageModel
 from .progress import progress_bar
@@ -54,13 +54,6 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     """Indices grouped into batches of similar length, longest first (fail fast on memory)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def check_length(lm: LanguageModel, n_tokens: int, sample_id) -> None:
-    if n_tokens > lm.max_length:
-        raise ValueError(f"sample {sample_id!r}: {n_tokens} tokens exceed the model's maximum "
-                         f"length {lm.max_length}; shorten the prompt (fewer context examples) "
-                         "or use a model with a longer context")
 
 
 def _forward_params(model) -> set[str]:
@@ -141,71 +134,11 @@ def _keep_kwargs(lm: LanguageModel, keep: int) -> dict:
 
 
 # ---------------------------------------------------------------------- option scoring
-@dataclass
-class ScoredOptions:
-    """Log-likelihood of each option of n questions (K = the most options any question has).
-
-    Attributes:
-        logprobs: [n, K] float64, log p(option tokens | prompt + "Answer:"), summed over the
-            option's tokens; -inf where a question has fewer than K options.
-        n_tokens: [n, K] int, tokens per option (0 where absent).
-        entropy: [n, K] float64, mean Shannon entropy (nats) of the next-token distribution
-            over the option's tokens; nan where absent.
-        predictions: the letter of the best option per question.
-        by: "letter" or "text".
-    """
-
-    logprobs: np.ndarray
-    n_tokens: np.ndarray
-    entropy: np.ndarray
-    predictions: list[str]
-    by: str
-
-    @property
-    def probs(self) -> np.ndarray:
-        """[n, K] the options' probabilities renormalised over the options."""
-        return option_probs(self.logprobs)
-
-    @property
-    def mean_nll(self) -> np.ndarray:
-        """[n, K] mean token NLL of each option (the paper's response entropy H)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.n_tokens > 0, -self.logprobs / self.n_tokens, np.nan)
-
-    @property
-    def prediction_index(self) -> np.ndarray:
-        """[n] int, 0-based index of each predicted option."""
-        return np.array([letter_index(p) for p in self.predictions], dtype=np.int64)
-
-    @property
-    def prediction_nll(self) -> np.ndarray:
-        """[n] mean token NLL of each predicted option: the response entropy H of the answer
-        the model gives (lower = more confident), as used for entropy-based selection."""
-        return self.mean_nll[np.arange(len(self.predictions)), self.prediction_index]
-
-
-def option_probs(logprobs: np.ndarray) -> np.ndarray:
-    """Softmax of [n, K] option log-probs over the options (-inf entries get 0)."""
-    lp = np.asarray(logprobs, dtype=np.float64)
-    z = lp - lp.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def predict_letters(logprobs: np.ndarray, n_tokens: np.ndarray | None = None,
-                    length_normalize: bool = False) -> list[str]:
-    """The best option's letter per row of [n, K] option log-probs (from any source).
-
-    length_normalize ranks by mean log-prob per token instead of the sum (lm-eval's
-    `acc_norm`-like choice for options of very different lengths).
-    """
-    lp = np.asarray(logprobs, dtype=np.float64)
-    if length_normalize:
-        if n_tokens is None:
-            raise ValueError("length_normalize needs n_tokens")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lp = np.where(np.asarray(n_tokens) > 0, lp / np.asarray(n_tokens), -np.inf)
-    return [letter(int(k)) for k in lp.argmax(axis=1)]
+def predict_letters(scores: OptionScores, length_normalize: bool = False) -> list[str]:
+    """The letter of the best option per question of `scores` (from any source: these
+    passes, vLLM, an API). `length_normalize` ranks by mean log-prob per token instead of
+    the sum (lm-eval's `acc_norm`-like choice for options of very different lengths)."""
+    return [letter(int(k)) if k >= 0 else None for k in scores.best(length_normalize)]
 
 
 def option_continuations(sample: Sample, by: str) -> list[str]:
@@ -220,8 +153,7 @@ def option_continuations(sample: Sample, by: str) -> list[str]:
 @torch.inference_mode()
 def score_options(lm: LanguageModel, samples: Sequence[Sample],
                   prompts: Sequence[str] | None = None, *, by: str | None = None,
-                  batch_size: int = 64, length_normalize: bool = False,
-                  progress: bool = True) -> ScoredOptions:
+                  batch_size: int = 64, progress: bool = True) -> OptionScores:
     """Score every option of every multiple-choice sample in batched forward passes.
 
     Args:
@@ -233,9 +165,10 @@ def score_options(lm: LanguageModel, samples: Sequence[Sample],
         by: "letter" or "text"; default `lm.answer_by`.
         batch_size: sequences per forward pass (one sequence per option when scoring by text,
             one per question when scoring by letter).
-        length_normalize: pick the prediction by mean instead of summed token log-prob.
 
-    Returns a `ScoredOptions`. Scoring by letter runs one sequence per question and reads
+    Returns the `OptionScores` of the n questions as numpy arrays ([n, K], K = the most
+    options of any question; `predict_letters` gives the answers). Scoring by letter runs
+    one sequence per question and reads
     all letters from its last position when every letter is a single token; otherwise each
     (question, option) pair is its own sequence.
     """
@@ -248,7 +181,7 @@ def score_options(lm: LanguageModel, samples: Sequence[Sample],
     n_tokens = np.zeros((n, width), dtype=np.int64)
     entropy = np.full((n, width), np.nan)
     if n == 0:
-        return ScoredOptions(logprobs, n_tokens, entropy, [], by)
+        return OptionScores(logprobs, n_tokens, entropy)
 
     # One row per (question, option): context ids + continuation ids.
     rows, contexts, conts = [], [], []
@@ -260,15 +193,14 @@ def score_options(lm: LanguageModel, samples: Sequence[Sample],
             conts.append(c)
     pairs = lm.encode_pairs(contexts, conts)
     for (i, _), (c, x) in zip(rows, pairs):
-        check_length(lm, len(c) + len(x), samples[i].id)
+        lm.check_length(len(c) + len(x), samples[i].id)
 
     shared = _single_token_options(rows, pairs)
     if shared is not None:
         _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, progress)
     else:
         _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, progress)
-    preds = predict_letters(logprobs, n_tokens, length_normalize)
-    return ScoredOptions(logprobs, n_tokens, entropy, preds, by)
+    return OptionScores(logprobs, n_tokens, entropy)
 
 
 def _single_token_options(rows, pairs):
@@ -359,9 +291,16 @@ class Generation:
     finished: bool
 
     @property
-    def mean_nll(self) -> float:
-        """The paper's response entropy: ``H = -(1/|y|) sum_j log p(y_j | q, y_<j)``."""
+    def response_entropy(self) -> float:
+        """The paper's response entropy (mean token NLL): ``H = -(1/|y|) sum_j log p(y_j |
+        q, y_<j)``; nan for an empty response."""
         return float(-self.logprobs.mean()) if len(self.logprobs) else float("nan")
+
+    @property
+    def max_token_nll(self) -> float:
+        """The largest token NLL of the response: the step the model was least sure of
+        (nan for an empty response)."""
+        return float(-self.logprobs.min()) if len(self.logprobs) else float("nan")
 
 
 def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
@@ -404,7 +343,7 @@ def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int =
     ids = list(range(len(prompts))) if ids is None else list(ids)
     encoded = lm._encode([lm.render(p) for p in prompts])
     for name, e in zip(ids, encoded):
-        check_length(lm, len(e) + 1, name)
+        lm.check_length(len(e) + 1, name)
     generator = None
     if temperature > 0:
         generator = torch.Generator(device=lm.device).manual_seed(seed)

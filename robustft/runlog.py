@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .files import dumps
+
 
 class RunLog:
     """Rows keyed by some of their fields, stored in a JSONL file.
@@ -67,8 +69,9 @@ class RunLog:
 
     def add(self, row: dict) -> dict:
         """Append a finished row and flush it to disk at once. Returns the row as it reads
-        back (tuples become lists), so a resumed run sees exactly what a fresh one saw."""
-        line = json.dumps(row)
+        back (tuples become lists, NaN and inf become None), so a resumed run sees exactly
+        what a fresh one saw."""
+        line = dumps(row)  # strict JSON: NaN/inf are stored (and read back) as null
         row = json.loads(line)
         k = self._key_of(row)
         with open(self.path, "a") as f:

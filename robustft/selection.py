@@ -1,4 +1,4 @@
-"""Entropy-based selection (RobustFT, section 3.3): keep the relabels the model is surest of.
+"""Entropy-based selection (RobustFT, section 3.4): keep the relabels the model is surest of.
 
 The paper scores a relabeled sample by the *response entropy* of the context-enhanced answer,
 ``H(y | q) = -(1/len(y)) Σ_j log p(y_j | q, y_<j)``: the mean negative log-probability per token of the response (the official code computes
@@ -54,19 +54,20 @@ def response_entropy(outputs: ExpertOutputs, labels: Sequence[str | None], measu
     if len(labels) != len(outputs.answers):
         raise ValueError(f"{len(labels)} labels for a pass over {len(outputs.answers)} samples")
     probs = outputs.probs if measure == "options" else None
+    n_tokens, option_h = outputs.scores.n_tokens, outputs.scores.response_entropy
     out = np.full(len(labels), np.nan)
     for i, y in enumerate(labels):
-        scored = outputs.n_tokens.shape[1] > 0 and outputs.n_tokens[i].any()
+        scored = n_tokens.shape[1] > 0 and n_tokens[i].any()
         if y is None:
             continue
         if not scored:  # a generated response: its own statistics
-            out[i] = {"nll": outputs.nll[i], "shannon": outputs.token_entropy[i]}.get(measure, np.nan)
+            out[i] = {"nll": outputs.response_entropy[i], "shannon": outputs.token_entropy[i]}.get(measure, np.nan)
             continue
         j = letter_index(y)
         if measure == "nll":
-            out[i] = outputs.option_nll(i, j)
+            out[i] = option_h[i, j] if j < option_h.shape[1] else np.nan
         elif measure == "shannon":
-            out[i] = outputs.entropy[i, j]
+            out[i] = outputs.scores.entropy[i, j]
         else:
             p = probs[i][np.isfinite(probs[i]) & (probs[i] > 0)]
             out[i] = float(-(p * np.log(p)).sum())
@@ -95,7 +96,7 @@ def select_by_entropy(entropy: Sequence[float], beta: float = 0.5) -> np.ndarray
 
 
 def supporting_entropy(labels: Sequence[str | None], context: ExpertOutputs, context_entropy: np.ndarray,
-                       reasoning_answers: Sequence[str | None], reasoning_nll: np.ndarray,
+                       reasoning_answers: Sequence[str | None], reasoning_uncertainty: np.ndarray,
                        tasks: Sequence[str] | None = None) -> np.ndarray:
     """[m] entropy of each new label under the experts that support it (see the module
     docstring); nan where neither the CER nor the reasoning expert gave that label.
@@ -104,9 +105,9 @@ def supporting_entropy(labels: Sequence[str | None], context: ExpertOutputs, con
         labels: the m new labels.
         context: the CER pass; `context_entropy` [m] its entropy of each label
             (`response_entropy(context, labels)`).
-        reasoning_answers, reasoning_nll: the reasoning expert's m answers and [m]
-            `ExpertOutputs.answer_nll` of them: the largest token NLL of its one response, or
-            -log of the vote's share when it sampled several (self-consistency).
+        reasoning_answers, reasoning_uncertainty: the reasoning expert's m answers and [m]
+            `ExpertOutputs.answer_uncertainty` of them: the largest token NLL of its one
+            response, or -log of the vote's share when it sampled several (self-consistency).
         tasks: m task types (answers compare as `metrics.answers_match` does); default mc.
     """
     out = np.full(len(labels), np.nan)
@@ -118,7 +119,7 @@ def supporting_entropy(labels: Sequence[str | None], context: ExpertOutputs, con
         if answers_match(context.answers[i], y, task):
             support.append(context_entropy[i])
         if answers_match(reasoning_answers[i], y, task):
-            support.append(reasoning_nll[i])
+            support.append(reasoning_uncertainty[i])
         support = [h for h in support if np.isfinite(h)]
         if support:
             out[i] = min(support)

@@ -4,13 +4,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import jupytext
 import nbformat
 import pytest
 import yaml
 
-from robustft.notebook import COLAB_INSTALL_CELL
+from robustft.notebook import BRANCH, COLAB_INSTALL_CELL, REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -71,9 +72,17 @@ def test_book_builds_without_warnings(built_book):
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
-def test_chapter_page_has_colab_button_plots_and_math(built_book, name):
+def test_chapter_page_has_colab_button_iff_repository_plots_and_math(built_book, name):
     html = (built_book / "notebooks" / f"{name}.html").read_text()
-    assert f"colab.research.google.com/github/robustft/robustft/blob/main/notebooks/{name}.ipynb" in html
+    # The launch and repository buttons exist exactly when the book names its repository.
+    if REPOSITORY:
+        owner_name = urlparse(REPOSITORY).path.strip("/")
+        assert f"colab.research.google.com/github/{owner_name}/blob/{BRANCH}/notebooks/{name}.ipynb" in html
+        assert f'href="{REPOSITORY}"' in html and "btn-source-repository-button" in html
+    else:
+        assert "colab.research.google.com" not in html
+        assert "dropdown-launch-buttons" not in html and "btn-source-repository-button" not in html
+        assert "installs nothing" in html, "the install cell as rendered says it installs nothing"
     assert re.search(r'<img[^>]+src="[^"]+\.png"', html), "a rendered plot"
     # MathJax ships with the book (sphinx-mathjax-offline): pages with math render offline too.
     assert not re.search(r"https?://[^\"']*mathjax", html, flags=re.I)

@@ -208,6 +208,34 @@ def test_demo_checks_its_arguments_and_its_folder_first(tmp_path, capsys):
     assert [p.name for p in mine.iterdir()] == ["results.csv"]
 
 
+def test_denoise_has_a_flag_for_every_config_field(capsys):
+    """The CLI comes from the config: each `DenoiseConfig` field is a flag named after it, and
+    the flags give back exactly the config they describe."""
+    import dataclasses
+    import re
+
+    from robustft.denoise import DenoiseConfig
+
+    with pytest.raises(SystemExit):
+        cli.main(["denoise", "--help"])
+    text = capsys.readouterr().out
+    fields = [f.name for f in dataclasses.fields(DenoiseConfig)]
+    missing = [n for n in fields if not re.search(rf"--{n.replace('_', '-')}\b", text)]
+    assert len(fields) == 14 and not missing, missing
+    argv = ["denoise", "--data", "d.csv", "--out", "o", "--model", "toy", "--checker", "llm", "--k", "5",
+            "--embedder", "tfidf", "--review", "agent", "--beta", "0.25", "--entropy", "options",
+            "--entropy-from", "context", "--reasoning-paths", "3", "--temperature", "0.5",
+            "--max-new-tokens", "32", "--batch-size", "8", "--skip-long", "--strategy", "noise_aware", "--no-cer"]
+    want = DenoiseConfig(checker="llm", k=5, embedder="tfidf", review="agent", beta=0.25, entropy="options",
+                         entropy_from="context", reasoning_paths=3, temperature=0.5, max_new_tokens=32,
+                         batch_size=8, skip_long=True, strategy="noise_aware", cer=False)
+    assert DenoiseConfig.from_args(cli.build_parser().parse_args(argv)) == want
+    assert want != DenoiseConfig()  # every value above differs from its default
+    assert all(getattr(want, n) != getattr(DenoiseConfig(), n) for n in fields)
+    # The short alias of a field names the same setting.
+    assert DenoiseConfig.from_args(cli.build_parser().parse_args(argv[:7] + ["--paths", "4"])).reasoning_paths == 4
+
+
 def test_a_model_that_fails_to_load_is_one_line_and_exit_2(official_folder, tmp_path, capsys):
     """A .gguf file that is not one (random bytes), a missing one, a missing folder: exit 2
     with one line on stderr, and a failed conversion leaves nothing in the cache."""

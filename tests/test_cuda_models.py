@@ -114,7 +114,10 @@ def test_4bit_scoring_and_qlora_step(qwen_dir, triton_calls):
     samples = make_samples(16)
     got = score_options(lm4, samples, by="text", batch_size=8, progress=False)
     assert triton_calls and np.isfinite(got.logprobs).all()
-    bf16 = score_options(load_model(str(qwen_dir)), samples, by="text", batch_size=8, progress=False)
+    lm16 = load_model(str(qwen_dir))
+    bf16 = score_options(lm16, samples, by="text", batch_size=8, progress=False)
+    # The two loads of one folder keep their stored passes apart (the run store's key).
+    assert lm4.fingerprint != lm16.fingerprint
     # NF4 rounding of random weights moves the scores a little, not wholesale.
     assert np.abs(got.logprobs - bf16.logprobs).mean() < 0.5
     tuned = finetune(lm4, samples[:8], epochs=1, batch_size=4, lr=1e-4, inplace=True,

@@ -6,7 +6,7 @@ import pytest
 
 from robustft.evaluate import evaluate
 from robustft.finetune import finetune
-from robustft.inference import score_options
+from robustft.inference import predict_letters, score_options
 from robustft.metrics import (accuracy_report, exact_match, f1_score, fuzzy_match, gold_answers,
                               is_correct, normalize_answer)
 from robustft.prompts import extract_answer
@@ -94,7 +94,7 @@ def test_accuracy_report_per_category():
 def test_evaluate_by_scoring_agrees_with_score_options():
     lm, samples = make_lm(), make_samples(12)
     r = evaluate(lm, samples, progress=False)
-    preds = score_options(lm, samples, progress=False).predictions
+    preds = predict_letters(score_options(lm, samples, progress=False))
     assert r.predictions == preds
     assert r.accuracy == pytest.approx(np.mean([p == s.answer for p, s in zip(preds, samples)]))
     assert sum(r.counts.values()) == 12
@@ -121,7 +121,7 @@ def test_perplexity_is_of_the_gold_answer_and_falls_after_training_on_it():
     """perplexity = exp(mean answer-token NLL) of the *clean* answer; SFT on the clean labels
     makes those answers far more likely than under the untrained model (vocabulary-sized)."""
     from robustft.evaluate import perplexity
-    from robustft.finetune import response_nll
+    from robustft.finetune import score_responses
 
     samples = make_samples(12)
     lm = make_lm()
@@ -129,7 +129,7 @@ def test_perplexity_is_of_the_gold_answer_and_falls_after_training_on_it():
     noisy = [dataclasses.replace(n, clean_answer=s.answer) for n, s in zip(noisy, samples)]
     before = perplexity(lm, noisy)
     assert before.shape == (12,)
-    np.testing.assert_allclose(before, np.exp(response_nll(lm, samples)), rtol=1e-6)
+    np.testing.assert_allclose(before, np.exp(score_responses(lm, samples)), rtol=1e-6)
     assert np.all(before > 5)  # an untrained model spreads its mass over the vocabulary
     after = perplexity(finetune(lm, samples, **FAST), noisy)
     assert np.all(after < 1.5), after

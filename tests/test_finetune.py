@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from robustft.evaluate import evaluate
-from robustft.finetune import finetune, response_nll, training_examples
-from robustft.inference import IGNORE, score_options
+from robustft.finetune import finetune, score_responses, training_examples
+from robustft.inference import IGNORE, predict_letters, score_options
 from robustft.model import load_model
 from robustft.prompts import answer_line, direct_prompt
 from tiny_lm import make_lm, make_samples
@@ -37,10 +37,10 @@ def test_loss_mask_covers_the_response_only(samples, chat):
 @pytest.mark.parametrize("by", ["letter", "text"])
 def test_finetune_learns_the_labels(samples, by):
     lm = make_lm()
-    nll_before = response_nll(lm, samples, by=by)
+    nll_before = score_responses(lm, samples, by=by)
     acc_before = evaluate(lm, samples, by=by, progress=False).accuracy
     tuned = finetune(lm, samples, by=by, **FAST)
-    nll_after = response_nll(tuned, samples, by=by)
+    nll_after = score_responses(tuned, samples, by=by)
     assert nll_after.mean() < 0.25 * nll_before.mean()
     assert evaluate(tuned, samples, by=by, progress=False).accuracy == 1.0
     assert acc_before < 0.5
@@ -48,14 +48,14 @@ def test_finetune_learns_the_labels(samples, by):
     assert len(losses) == 30 * 3 and np.mean(losses[-5:]) < 0.2 * losses[0]
     # The base model is untouched (the LoRA layers went into a copy).
     assert evaluate(lm, samples, by=by, progress=False).accuracy == acc_before
-    np.testing.assert_allclose(response_nll(lm, samples, by=by), nll_before, atol=1e-6)
+    np.testing.assert_allclose(score_responses(lm, samples, by=by), nll_before, atol=1e-6)
 
 
 def test_training_on_noisy_labels_teaches_them(samples):
     """The labels, not the truth, are learned: SFT on flipped answers predicts the flips."""
     flipped = [s.with_answer("ABCD"[("ABCD".index(s.answer) + 1) % 4]) for s in samples]
     tuned = finetune(make_lm(), flipped, by="text", **FAST)
-    preds = score_options(tuned, samples, progress=False).predictions
+    preds = predict_letters(score_options(tuned, samples, progress=False))
     assert preds == [s.answer for s in flipped]
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustft.inference import (generate, left_pad, option_probs, predict_letters,
+from robustft.kernels import OptionScores
+from robustft.inference import (generate, left_pad, predict_letters,
                                 score_options)
 from robustft.prompts import ANSWER_PREFIX, answer_line, direct_prompt
 from robustft.sample import SHORT, Sample, letter
@@ -48,10 +49,11 @@ def _double(lm):
     return _DOUBLES[lm.model]
 
 
-def _brute_option_scores(lm, samples, by):
-    """log p(option | rendered prompt + "Answer:") and mean entropy, one sequence at a time."""
+def _brute_option_scores(lm, samples, by, with_tokens=False):
+    """log p(option | rendered prompt + "Answer:") and mean entropy (and, `with_tokens`, the
+    mean of the option's token NLLs), one sequence at a time in float64."""
     n, K = len(samples), max(len(s.options) for s in samples)
-    lp, ent = np.full((n, K), -np.inf), np.full((n, K), np.nan)
+    lp, ent, nll = np.full((n, K), -np.inf), np.full((n, K), np.nan), np.full((n, K), np.nan)
     for i, s in enumerate(samples):
         head = lm.render(direct_prompt(s)) + ANSWER_PREFIX
         for k in range(len(s.options)):
@@ -61,25 +63,27 @@ def _brute_option_scores(lm, samples, by):
             rows = range(len(c) - 1, len(c) + len(x) - 1)  # positions predicting the option
             lp[i, k] = sum(logp[r, t].item() for r, t in zip(rows, x))
             ent[i, k] = np.mean([-(logp[r].exp() * logp[r]).sum().item() for r in rows])
-    return lp, ent
+            nll[i, k] = np.mean([-logp[r, t].item() for r, t in zip(rows, x)])
+    return (lp, ent, nll) if with_tokens else (lp, ent)
 
 
 @pytest.mark.parametrize("by", ["letter", "text"])
 def test_option_scores_match_float64_brute_force(lm, samples, by):
     got = score_options(lm, samples, by=by, batch_size=5, progress=False)
-    want_lp, want_ent = _brute_option_scores(lm, samples, by)
+    want_lp, want_ent, want_h = _brute_option_scores(lm, samples, by, with_tokens=True)
     np.testing.assert_allclose(got.logprobs, want_lp, atol=TOL, rtol=0)
     np.testing.assert_allclose(got.entropy, want_ent, atol=TOL, rtol=0)
-    assert got.predictions == [letter(int(k)) for k in want_lp.argmax(1)]
+    assert predict_letters(got) == [letter(int(k)) for k in want_lp.argmax(1)]
     if by == "text":  # "light <colour>" options are two tokens
         assert got.n_tokens.max() >= 2 and got.n_tokens.min() == 1
     else:
         assert (got.n_tokens == 1).all()
-    np.testing.assert_allclose(got.probs.sum(1), 1.0, atol=1e-12)
-    np.testing.assert_allclose(got.mean_nll, -got.logprobs / got.n_tokens)
-    best = want_lp.argmax(1)
-    assert got.prediction_index.tolist() == best.tolist()
-    np.testing.assert_allclose(got.prediction_nll, got.mean_nll[np.arange(len(best)), best])
+    # The derived values against independent float64 computations: the mean of each option's
+    # token NLLs, and a softmax of the brute-force log-probs over the options.
+    np.testing.assert_allclose(got.response_entropy, want_h, atol=TOL, rtol=0)
+    want_p = np.exp(want_lp - want_lp.max(1, keepdims=True))
+    np.testing.assert_allclose(got.probs, want_p / want_p.sum(1, keepdims=True), atol=1e-4, rtol=0)
+    assert got.best().tolist() == want_lp.argmax(1).tolist()
 
 
 def test_chat_template_scoring_matches_brute_force(chat_lm, samples):
@@ -111,12 +115,17 @@ def test_uneven_option_counts_are_padded(lm, samples):
 
 
 def test_predictions_from_external_logprobs():
-    lp = np.array([[-1.0, -0.5, -3.0], [-4.0, -2.0, -np.inf]])
-    assert predict_letters(lp) == ["B", "B"]
+    lp = np.array([[-1.0, -0.5, -3.0], [-4.0, -2.0, -np.inf], [-np.inf, -np.inf, -np.inf]])
+    nt = np.array([[4, 1, 1], [1, 1, 0], [0, 0, 0]])
+    scores = OptionScores(lp, nt, np.full(lp.shape, np.nan))
+    assert predict_letters(scores) == ["B", "B", None]  # a row with no option has no answer
     # By mean per token, a long option with a lower total can win.
-    assert predict_letters(lp, n_tokens=np.array([[4, 1, 1], [1, 1, 0]]), length_normalize=True) == ["A", "B"]
+    assert predict_letters(scores, length_normalize=True) == ["A", "B", None]
     z = np.exp(-4.0) + np.exp(-2.0)
-    np.testing.assert_allclose(option_probs(lp)[1], [np.exp(-4.0) / z, np.exp(-2.0) / z, 0.0])
+    np.testing.assert_allclose(scores.probs[1], [np.exp(-4.0) / z, np.exp(-2.0) / z, 0.0])
+    assert np.isnan(scores.probs[2]).all()
+    np.testing.assert_allclose(scores.response_entropy[0], [0.25, 0.5, 3.0])
+    assert np.isnan(scores.response_entropy[1, 2])
 
 
 def test_clear_errors(lm, samples):
@@ -160,7 +169,7 @@ def test_greedy_generation_is_stepwise_argmax(lm, samples):
         np.testing.assert_allclose(g.logprobs, lps, atol=1e-4, rtol=0)
         np.testing.assert_allclose(g.entropy, ents, atol=1e-4, rtol=0)
         assert g.text == lm.tokenizer.decode(ids, skip_special_tokens=True)
-        assert g.mean_nll == pytest.approx(-lps.mean(), abs=1e-4)
+        assert g.response_entropy == pytest.approx(-lps.mean(), abs=1e-4)
 
 
 def test_generation_stops_at_eos_per_row(samples):

@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,10 +212,10 @@ def test_response_stats_matches_float64(backend, dtype):
     got = response_stats(poisoned.to(DEVICE), labels.to(DEVICE), IGNORE, backend=backend)
     nll, ent, n, lsum = _reference_response(logits, labels)
     assert got.n_tokens.cpu().tolist() == n.tolist() == [7, 4, 0, 1, 7]
-    _assert_close(got.nll, nll, TOL[dtype], "nll")
+    _assert_close(got.response_entropy, nll, TOL[dtype], "response entropy")
     _assert_close(got.entropy, ent, TOL[dtype], "entropy")
     _assert_close(got.logp_sum, lsum, dict(atol=1e-3, rtol=1e-5), "logp_sum")
-    assert math.isnan(got.nll[2].item()) and got.logp_sum[2].item() == 0.0
+    assert math.isnan(got.response_entropy[2].item()) and got.logp_sum[2].item() == 0.0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -225,7 +226,7 @@ def test_response_stats_shift_by_hand(backend):
     labels = torch.tensor([[IGNORE, IGNORE, 2]], device=DEVICE)  # one response token: t=2
     got = response_stats(logits, labels, backend=backend)
     assert got.n_tokens.item() == 1
-    assert got.nll.item() == pytest.approx(-math.log(5 / 8), abs=1e-6)
+    assert got.response_entropy.item() == pytest.approx(-math.log(5 / 8), abs=1e-6)
     p = torch.tensor([1, 1, 5, 1]) / 8
     assert got.entropy.item() == pytest.approx(-(p * p.log()).sum().item(), abs=1e-6)
 
@@ -236,10 +237,10 @@ def test_response_stats_all_ignored_and_empty(backend):
     labels = torch.full((2, 3), IGNORE, device=DEVICE)
     got = response_stats(logits, labels, backend=backend)
     assert got.n_tokens.tolist() == [0, 0] and got.logp_sum.tolist() == [0.0, 0.0]
-    assert torch.isnan(got.nll).all() and torch.isnan(got.entropy).all()
+    assert torch.isnan(got.response_entropy).all() and torch.isnan(got.entropy).all()
     empty = response_stats(torch.empty(0, 5, 7, device=DEVICE),
                            torch.empty(0, 5, dtype=torch.int64, device=DEVICE), backend=backend)
-    assert empty.nll.shape == (0,)
+    assert empty.response_entropy.shape == (0,)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -251,7 +252,7 @@ def test_option_logprobs_letters(backend, dtype):
     got = option_logprobs(x, letters, backend=backend)
     ref = torch.log_softmax(x.cpu().double(), -1)[:, letters.cpu()]
     _assert_close(got.logprobs, ref, TOL[dtype], "letter logprobs")
-    _assert_close(got.probs, torch.softmax(ref, -1), TOL[dtype], "letter probs")
+    _assert_close(torch.from_numpy(got.probs), torch.softmax(ref, -1), TOL[dtype], "letter probs")
     assert got.n_tokens.shape == (B, 4)
     ent = reference_token_stats(x.cpu(), None, IGNORE)[2]
     _assert_close(got.entropy, ent[:, None].expand(B, 4), TOL[dtype], "letter entropy")
@@ -259,9 +260,9 @@ def test_option_logprobs_letters(backend, dtype):
     ids = letters.expand(B, 4).clone()
     ids[0, 3] = IGNORE
     got2 = option_logprobs(x, ids, backend=backend)
-    assert got2.logprobs[0, 3].item() == float("-inf") and got2.probs[0, 3].item() == 0.0
+    assert got2.logprobs[0, 3].item() == float("-inf") and got2.probs[0, 3] == 0.0
     assert torch.isnan(got2.entropy[0, 3]) and torch.isfinite(got2.entropy[0, :3]).all()
-    torch.testing.assert_close(got2.probs.sum(-1).cpu(), torch.ones(B))
+    np.testing.assert_allclose(got2.probs.sum(-1), np.ones(B), atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -280,10 +281,11 @@ def test_option_logprobs_texts(backend):
     _assert_close(got.entropy, ent.view(B, K), TOL[torch.bfloat16], "option entropy")
     assert torch.isnan(got.entropy[1, 3])
     assert got.n_tokens.cpu().view(-1).tolist() == n.tolist()
-    assert got.probs[1, 3].item() == 0.0
-    torch.testing.assert_close(got.probs.sum(-1).cpu(), torch.ones(B))
-    mean = option_logprobs(logits, labels, num_options=K, length_normalized=True, backend=backend)
-    _assert_close(mean.logprobs, torch.where(n > 0, -nll, float("-inf")).view(B, K), TOL[torch.bfloat16], "mean")
+    assert got.probs[1, 3] == 0.0
+    np.testing.assert_allclose(got.probs.sum(-1), np.ones(B), atol=1e-12)
+    # The derived per-option response entropy is the reference mean token NLL (NaN if absent).
+    want_h = torch.where(n > 0, nll, float("nan")).view(B, K).double().numpy()
+    np.testing.assert_allclose(got.response_entropy, want_h, atol=1e-3, rtol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

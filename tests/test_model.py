@@ -90,9 +90,6 @@ def test_missing_pad_token_falls_back_to_eos():
 
 
 def test_toy_model_through_the_same_interface():
-    offline = pytest.importorskip("robustft.offline")
-    if not hasattr(offline, "load_toy_model"):
-        pytest.skip("robustft.offline has no load_toy_model yet")
     lm = load_model("toy")
     assert lm.name == "toy" and lm.answer_by == "text" and not lm.chat
     with pytest.raises(ValueError, match="quantize"):
@@ -125,3 +122,41 @@ def test_finetune_of_a_quantized_base_trains_a_freshly_loaded_copy(monkeypatch):
     lm.info.pop("load_args")
     with pytest.raises(ValueError, match="inplace=True"):
         copy_model(lm)
+
+
+def test_fingerprint_tells_apart_the_loads_and_libraries_that_change_outputs(tmp_path, monkeypatch):
+    """The key of stored expert passes (`LanguageModel.fingerprint`): one model saved to a
+    folder and loaded in float32, in bfloat16, and as bitsandbytes would load it in 4 bits
+    (its config then carries the quantization config: the only part of a 4-bit load this
+    CPU can build), with an adapter, and under another transformers version."""
+    import transformers
+    from transformers import BitsAndBytesConfig
+
+    lm = make_lm(chat=True)
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    fp32 = load_model(str(tmp_path), device="cpu")
+    assert fp32.fingerprint == load_model(str(tmp_path), device="cpu").fingerprint  # stable
+    bf16 = load_model(str(tmp_path), device="cpu", dtype=torch.bfloat16)
+    four = load_model(str(tmp_path), device="cpu", dtype=torch.bfloat16)
+    four.model.config.quantization_config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16)
+    revision = load_model(str(tmp_path), device="cpu", revision="main")
+    keys = [fp32.fingerprint, bf16.fingerprint, four.fingerprint, revision.fingerprint]
+    assert len(set(keys)) == 4, keys
+    # Another transformers (or torch, peft, robustft) version: another key.
+    monkeypatch.setattr(transformers, "__version__", "0.0.1")
+    assert fp32.fingerprint != keys[0]
+    monkeypatch.undo()
+    assert fp32.fingerprint == keys[0]
+    # An adapter's weights are part of the key: two adapters, two keys.
+    from robustft.finetune import finetune
+
+    samples = make_samples(8)
+    a = finetune(fp32, samples, epochs=1, batch_size=4, seed=0, progress=False)
+    b = finetune(fp32, samples, epochs=1, batch_size=4, seed=1, progress=False)
+    assert len({a.fingerprint, b.fingerprint, fp32.fingerprint}) == 3
+    a.model.save_pretrained(tmp_path / "adapter")
+    reloaded = load_model(str(tmp_path), device="cpu", adapter=tmp_path / "adapter")
+    assert reloaded.info["adapter"] == a.info["adapter"]

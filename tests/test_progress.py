@@ -16,8 +16,9 @@ def test_bars_are_off_when_stderr_is_not_a_terminal(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert not interactive()
     bar = progress_bar(range(50), desc="work")
-    assert bar.disable and sum(bar) == sum(range(50))  # a disabled bar still iterates
+    assert sum(bar) == sum(range(50))  # it iterates, and a short stage draws nothing
     assert sys.stderr.getvalue() == ""
+    assert progress_bar(range(3), desc="work", enabled=False).disable
 
 
 def test_bars_show_on_a_terminal_unless_switched_off(monkeypatch):
@@ -58,3 +59,28 @@ def test_a_logged_library_run_prints_no_bars_unless_asked(tmp_path):
     names = ("scoring options", "generating", "fine-tuning")
     assert not any(n in quiet for n in names) and "it/s" not in quiet, quiet
     assert all(n in loud for n in names), loud
+
+
+def test_a_long_stage_prints_a_line_every_heartbeat_in_a_log(monkeypatch):
+    """Outside a terminal a stage longer than the heartbeat prints plain progress lines (and
+    one when it ends); a short stage prints nothing; ROBUSTFT_PROGRESS=0 silences both."""
+    import time
+
+    import robustft.progress as progress
+
+    monkeypatch.delenv("ROBUSTFT_PROGRESS", raising=False)
+    monkeypatch.setattr(progress, "HEARTBEAT_SECONDS", 0.2)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    for _ in progress_bar(range(5), desc="slow stage"):
+        time.sleep(0.25)
+    lines = log.getvalue().splitlines()
+    assert len(lines) >= 4 and all(line.startswith("slow stage: ") for line in lines), lines
+    assert "5/5 [" in lines[-1] and lines[-1].endswith(" done")
+    assert "/5 [" in lines[0] and "<" in lines[0]  # count of total, [elapsed<remaining]
+    log.seek(0), log.truncate()
+    assert sum(progress_bar(range(5), desc="fast stage")) == 10 and log.getvalue() == ""
+    monkeypatch.setenv("ROBUSTFT_PROGRESS", "0")
+    for _ in progress_bar(range(2), desc="silenced"):
+        time.sleep(0.3)
+    assert log.getvalue() == ""

@@ -7,6 +7,7 @@ import pytest
 from robustft.denoise import DenoiseConfig, detection_report
 from robustft.detect import detect_noise
 from robustft.experts import ExpertOutputs
+from robustft.kernels import OptionScores
 from robustft.metrics import answers_match
 from robustft.prompts import reasoning_steps
 from robustft.relabel import nearest_clean
@@ -68,8 +69,9 @@ def _scored(logprobs, n_tokens, entropy=None):
     lp = np.array(logprobs, dtype=float)
     nt = np.array(n_tokens)
     ent = np.full(lp.shape, 0.5) if entropy is None else np.array(entropy, dtype=float)
-    return ExpertOutputs(answers=[None] * len(lp), logprobs=lp, n_tokens=nt, entropy=ent, texts=[""] * len(lp),
-                         nll=np.full(len(lp), np.nan), token_entropy=np.full(len(lp), np.nan))
+    nan = np.full(len(lp), np.nan)
+    return ExpertOutputs(answers=[None] * len(lp), scores=OptionScores(lp, nt, ent), texts=[""] * len(lp),
+                         response_entropy=nan, token_entropy=nan.copy(), max_token_nll=nan.copy())
 
 
 def test_response_entropy_is_the_mean_token_nll_of_the_label():
@@ -84,9 +86,10 @@ def test_response_entropy_is_the_mean_token_nll_of_the_label():
 
 
 def test_generated_rows_use_their_own_response_statistics():
-    out = ExpertOutputs(answers=["x", "y"], logprobs=np.zeros((2, 0)), n_tokens=np.zeros((2, 0), int),
-                        entropy=np.zeros((2, 0)), texts=["Answer: x", "Answer: y"], nll=np.array([0.3, 1.2]),
-                        token_entropy=np.array([0.7, 0.9]))
+    out = ExpertOutputs(answers=["x", "y"],
+                        scores=OptionScores(np.zeros((2, 0)), np.zeros((2, 0), int), np.zeros((2, 0))),
+                        texts=["Answer: x", "Answer: y"], response_entropy=np.array([0.3, 1.2]),
+                        token_entropy=np.array([0.7, 0.9]), max_token_nll=np.array([1.0, 2.0]))
     assert response_entropy(out, ["x", "y"]).tolist() == [0.3, 1.2]
     assert response_entropy(out, ["x", "y"], "shannon").tolist() == [0.7, 0.9]
 
@@ -146,8 +149,8 @@ def test_supporting_entropy_ranks_a_label_by_the_experts_that_gave_it():
     ctx.answers = ["A", "B", "A", "A"]
     h_ctx = response_entropy(ctx, ["A", "A", "A", "B"])
     reasoning = ["B", "A", "A", "A"]
-    max_nll = np.array([0.05, 0.4, 0.3, 0.2])
-    got = supporting_entropy(["A", "A", "A", "B"], ctx, h_ctx, reasoning, max_nll)
+    uncertainty = np.array([0.05, 0.4, 0.3, 0.2])
+    got = supporting_entropy(["A", "A", "A", "B"], ctx, h_ctx, reasoning, uncertainty)
     # CER only; reasoning only; both (the lower); neither (nan: never selected)
     assert np.allclose(got, [0.1, 0.4, 0.3, np.nan], equal_nan=True)
 
@@ -183,10 +186,11 @@ def test_self_consistency_votes_and_reports_the_share_behind_the_answer():
         self_consistency([["A", "B"], ["A"]])
 
 
-def test_answer_nll_is_minus_log_the_vote_share_with_several_paths():
-    one = ExpertOutputs.from_rows([{"answer": "A", "text": "x", "nll": 0.1, "token_entropy": 0.2, "max_nll": 0.7}])
-    assert np.allclose(one.answer_nll, [0.7])  # one response: its least sure token
+def test_answer_uncertainty_is_minus_log_the_vote_share_with_several_paths():
+    one = ExpertOutputs.from_rows([{"answer": "A", "text": "x", "response_entropy": 0.1, "token_entropy": 0.2,
+                                    "max_token_nll": 0.7}])
+    assert np.allclose(one.answer_uncertainty, [0.7])  # one response: its least sure token
     import dataclasses
 
     voted = dataclasses.replace(one, agreement=np.array([0.25]))
-    assert np.allclose(voted.answer_nll, [math.log(4)])
+    assert np.allclose(voted.answer_uncertainty, [math.log(4)])

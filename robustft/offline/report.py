@@ -23,6 +23,7 @@ import torch
 
 from ..data import NOISE_LEVELS, inject_noise
 from ..evaluate import evaluate
+from ..files import write_json
 from ..finetune import finetune
 from ..inference import generate, score_options
 from ..model import LanguageModel
@@ -173,8 +174,7 @@ def main(argv=None):
     print(table(results))
     print("\nA step-by-step generation (seed %d):\n%s" % (results[0]["seed"], results[0]["example"]))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results, indent=2)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from .toy_model import MANIFEST, WEIGHTS_DIR, ToyConfig, sha256
+from ..files import write_json
 
 FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
          "tokenizer_config.json", "special_tokens_map.json")
@@ -49,7 +50,7 @@ def ship(models: dict[int, Path], provenance: dict | None = None) -> dict:
             shutil.copyfile(src / name, dst / name)
         meta = {"config": cfg.as_dict(), "key": cfg.key(), "pretrain_seconds": meta.get("pretrain_seconds"),
                 "pretrained_with": provenance or {}, "config_fields_added_since": missing}
-        (dst / "toy_config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(dst / "toy_config.json", meta, indent=2)
         names.append("toy_config.json")
         entries.append({"folder": dst.name, "seed": seed, "key": cfg.key(),
                         "files": {n: sha256(dst / n) for n in names}})
@@ -57,7 +58,7 @@ def ship(models: dict[int, Path], provenance: dict | None = None) -> dict:
               f"{entries[-1]['files']['model.safetensors']})")
     doc = {"about": "The toy models the book, the demo and the tests use; load_toy_model checks "
                     "every file against its sha256.", "models": entries}
-    MANIFEST.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(MANIFEST, doc, indent=2)
     return doc
 
 

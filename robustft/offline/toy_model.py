@@ -32,6 +32,7 @@ import torch
 
 from .tokenizer import build_tokenizer
 from ..progress import progress_bar
+from ..files import dumps
 from .world import WORLD_VERSION, CorpusConfig, DocumentSampler, WorldConfig, make_world, pretraining_corpus
 
 # Bump when the code that turns a config and its text into weights changes in a way the
@@ -229,7 +230,7 @@ def save(model, tokenizer, cfg: ToyConfig, folder: Path, seconds: float | None =
         tokenizer.save_pretrained(tmp)
         meta = {"config": cfg.as_dict(), "key": cfg.key(), "pretrain_seconds": seconds,
                 "pretrained_with": {"torch": torch.__version__, "threads": torch.get_num_threads()}}
-        (tmp / "toy_config.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "toy_config.json").write_text(dumps(meta, indent=2))  # inside the folder renamed at the end
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         try:
@@ -284,6 +285,26 @@ def load_toy_model(config: ToyConfig | None = None, cache_dir: str | os.PathLike
     model, tokenizer = pretrain(config, progress=progress)
     save(model, tokenizer, config, folder, seconds=time.time() - start)
     return model, tokenizer
+
+
+def load_lm(*, quantize=None, dtype=None, device=None, answer_by=None, chat=None, **kwargs):
+    """The toy model as a `robustft.LanguageModel`: what ``robustft.load_model("toy", ...)``
+    calls (registered under the "robustft.models" entry points in pyproject.toml).
+
+    `kwargs` go to `load_toy_model` (config, seed, cache_dir, progress, source). The toy
+    answers multiple choice by option text (it is a base model) and runs in float32.
+    """
+    from ..model import LanguageModel
+
+    if quantize is not None:
+        raise ValueError("the toy model is tiny and runs in float32; quantize must be None")
+    model, tokenizer = load_toy_model(**kwargs)
+    if device is not None or dtype is not None:
+        model = model.to(device=device, dtype=dtype)
+    # Stored results are keyed by the model's fingerprint: one config pre-trained on two
+    # machines gives two models, so the weights' own hash is part of it.
+    return LanguageModel(model.eval(), tokenizer, answer_by=answer_by or "text", chat=chat, name="toy",
+                         info={"weights": fingerprint(model)})
 
 
 def _load_folder(folder: Path):
