@@ -21,6 +21,15 @@ from typing import Iterable
 import numpy as np
 
 
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """The cache folder: `path`, else $ROBUSTFT_CACHE, else ~/.cache/robustft. (Pre-trained toy
+    models and converted GGUF files are kept there.)"""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("ROBUSTFT_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "robustft"
+
+
 def jsonable(obj):
     """`obj` with non-finite floats as None, numpy values as Python ones, tuples as lists and
     paths as strings (recursively through dicts and lists)."""

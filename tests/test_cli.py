@@ -239,8 +239,8 @@ def test_denoise_has_a_flag_for_every_config_field(capsys):
 def test_a_model_that_fails_to_load_is_one_line_and_exit_2(official_folder, tmp_path, capsys):
     """A .gguf file that is not one (random bytes), a missing one, a missing folder: exit 2
     with one line on stderr, and a failed conversion leaves nothing in the cache."""
+    from robustft.files import cache_dir
     from robustft.gguf import file_sha256
-    from robustft.offline import cache_dir
 
     bad = tmp_path / "x.gguf"
     bad.write_bytes(bytes(range(7, 71)))

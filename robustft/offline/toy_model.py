@@ -32,7 +32,7 @@ import torch
 
 from .tokenizer import build_tokenizer
 from ..progress import progress_bar
-from ..files import dumps
+from ..files import cache_dir, dumps
 from .world import WORLD_VERSION, CorpusConfig, DocumentSampler, WorldConfig, make_world, pretraining_corpus
 
 # Bump when the code that turns a config and its text into weights changes in a way the
@@ -118,14 +118,6 @@ class ToyConfig:
         """Hash of the config: the name of its cache subfolder."""
         blob = json.dumps(self.as_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """The cache folder: `path`, else $ROBUSTFT_CACHE, else ~/.cache/robustft."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("ROBUSTFT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "robustft"
 
 
 def llama_config(cfg: ToyConfig, tokenizer):
