@@ -15,7 +15,7 @@ import torch
 from robustft import gguf
 from robustft.inference import generate, score_options
 from robustft.model import copy_model, load_model
-from robustft.offline import cache_dir
+from robustft.files import cache_dir
 from robustft.prompts import ANSWER_PREFIX, direct_prompt
 from robustft.sample import Sample
 
@@ -60,7 +60,7 @@ def test_smollm2_is_the_dequantized_shipped_file(smol):
 def test_the_conversion_is_cached_by_the_files_sha256(smol):
     sha = gguf.file_sha256(gguf.smollm2_file())
     folder = cache_dir() / "gguf" / sha
-    assert smol.info["fingerprint"] == f"gguf:{sha}"
+    assert smol.info["weights"] == f"gguf:{sha}"
     assert {"model.safetensors", "config.json", "tokenizer.json", gguf.MARKER} <= {p.name for p in folder.iterdir()}
     marker = json.loads((folder / gguf.MARKER).read_text())
     assert marker["sha256"] == sha and marker["format"] == gguf.FORMAT_VERSION
@@ -72,7 +72,7 @@ def test_a_gguf_path_and_a_folder_with_gguf_file_read_the_same_cache(smol, no_co
     path = gguf.smollm2_file()
     by_path = load_model(str(path))
     by_file = load_model(path.parent, gguf_file=path.name)
-    assert by_path.info["fingerprint"] == by_file.info["fingerprint"] == smol.info["fingerprint"]
+    assert by_path.info["weights"] == by_file.info["weights"] == smol.info["weights"]
     assert by_path.name == str(path) and by_file.info["load_args"]["gguf_file"] == path.name
     assert _same_weights(by_path, smol) and _same_weights(by_file, smol)
     # The recorded arguments load it again (what copy_model does for a quantized model).
@@ -109,9 +109,9 @@ def test_known_answers(smol):
                       progress=False)
     assert gen.text == "The capital of France is Paris." and gen.finished
     by_text = score_options(smol, [PLANET], by="text", progress=False)
-    assert by_text.predictions == ["D"] and by_text.probs[0, 3] > 0.6  # Earth, measured 0.783
+    assert by_text.best().tolist() == [3] and by_text.probs[0, 3] > 0.6  # Earth, measured 0.783
     by_letter = score_options(smol, [CAPITAL], by="letter", progress=False)
-    assert by_letter.predictions == ["C"] and (by_letter.n_tokens[0] == 1).all()
+    assert by_letter.best().tolist() == [2] and (by_letter.n_tokens[0] == 1).all()
     np.testing.assert_allclose(by_letter.probs[0], [0.149, 0.302, 0.437, 0.113], atol=0.02)
 
 
