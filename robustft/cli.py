@@ -72,7 +72,8 @@ def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None)
         # ValueError), a missing package (the message names the pip command), no CUDA.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, OSError):
-            raise UsageError(f"--model {spec}: cannot load it as a local folder or a Hugging Face id ({first})") from None
+            raise UsageError(f"--model {spec}: cannot load it as a local folder or a Hugging Face id "
+                             f"({first})") from None
         raise UsageError(f"--model {spec}: {first.removeprefix(f'{spec}: ')}") from None
 
 

@@ -39,6 +39,7 @@ import torch
 
 import robustft
 from robustft.denoise import DenoiseConfig
+from robustft.files import atomic_open, write_json, write_jsonl
 from robustft.inference import generate
 from robustft.prompts import ANSWER_PREFIX, extract_answer, reasoning_prompt
 from robustft.sample import MC
@@ -154,8 +155,7 @@ def main(argv=None) -> int:
         meta = {"n_per_dataset": args.n, "batch_size": batch_size, "torch_threads": torch.get_num_threads(),
                 "load_seconds": load_s, "generate_seconds": time.perf_counter() - t0 - load_s,
                 "loadavg": " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1 / 5 / 15 min, at the end)"}
-        args.out.mkdir(parents=True, exist_ok=True)
-        store.write_text("".join(json.dumps(r) + "\n" for r in [meta, *runs]))
+        write_jsonl(store, [meta, *runs])
     for run in runs:  # JSON keys are strings
         run["seconds"] = {int(b): v for b, v in run["seconds"].items()}
 
@@ -189,14 +189,15 @@ def main(argv=None) -> int:
             if (name, s.id, text) in labels:
                 rec["expected"] = labels[(name, s.id, text)]
             records.append(rec)
-    args.fixture.parent.mkdir(parents=True, exist_ok=True)
-    args.fixture.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl(args.fixture, records)
     timed = next(r for r in runs if r["dataset"] == TIMED)
-    summary = {"model": "smollm2", "fingerprint": lm.info.get("fingerprint"), **meta, "budgets": list(BUDGETS),
-               "rows": table, "truncation_check": {"dataset": TIMED, **timed["check"], "of": len(timed["ids"]),
-                                                   "clock_seconds": timed["seconds"][timed["check"]["budget"]]}}
-    (args.out / "parse-rate.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (args.out / "parse-rate.md").write_text(markdown(summary))
+    check = {"dataset": TIMED, **timed["check"], "of": len(timed["ids"]),
+             "clock_seconds": timed["seconds"][timed["check"]["budget"]]}
+    summary = {"model": "smollm2", "weights": lm.info.get("weights"), "fingerprint": lm.fingerprint, **meta,
+               "budgets": list(BUDGETS), "rows": table, "truncation_check": check}
+    write_json(args.out / "parse-rate.json", summary)
+    with atomic_open(args.out / "parse-rate.md") as f:
+        f.write(markdown(summary))
     print(markdown(summary))
     return 0
 
