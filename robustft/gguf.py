@@ -138,7 +138,7 @@ def convert(path: str | os.PathLike, out: str | os.PathLike) -> None:
     path = Path(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)  # float32
     except ImportError:
         raise
     except Exception as e:  # the gguf reader's errors are of many kinds (ValueError, struct.error, KeyError)
@@ -150,7 +150,7 @@ def convert(path: str | os.PathLike, out: str | os.PathLike) -> None:
     config = loaded.config
     del config.quantization_config  # the folder holds plain float weights
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict(), assign=True, strict=True)
     model.tie_weights()
     model.generation_config = loaded.generation_config
