@@ -21,7 +21,7 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 from .files import cache_dir, write_json
@@ -100,7 +100,9 @@ def cached_folder(path: str | os.PathLike, cache: str | os.PathLike | None = Non
     if _complete(folder):
         return folder, sha
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:16]}-", dir=folder.parent))
+    # A hidden name of its own (mkdir, not mkdtemp: the cache keeps the user's usual permissions).
+    tmp = folder.parent / f".{sha[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
     try:
         convert(path, tmp)
         write_json(tmp / MARKER, {"source": str(path), "sha256": sha, "format": FORMAT_VERSION})
