@@ -113,7 +113,11 @@ class Experiment:
     extra_settings: dict = dataclasses.field(default_factory=dict)
     perplexity: bool = True
     progress: bool = True
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] | None = None
+
+    def __post_init__(self):
+        if self.log is None:
+            self.log = print
 
     def settings(self, method: str, cfg: DenoiseConfig | None) -> dict:
         """Everything besides the model and the data that decides a row (its key)."""

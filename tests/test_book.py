@@ -100,3 +100,11 @@ def test_pipeline_figure_is_drawn_by_its_script(tmp_path):
     assert texts(tmp_path / "p.svg") == texts(ROOT / "book" / "figures" / "pipeline.svg")
     for fn in ("detect_noise", "select_by_entropy", "finetune"):
         assert any(fn in t for t in texts(tmp_path / "p.svg")), fn
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_code_lines_fit_the_page(name):
+    """A chapter's code cells fit the book's page without sideways scrolling."""
+    nb = jupytext.read(NOTEBOOKS / f"{name}.py")
+    long = [line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines() if len(line) > 90]
+    assert not long, long[:3]
