@@ -225,7 +225,7 @@ def cmd_denoise(args) -> None:
     found = result.stats.get("warnings", [])
     summary = {"samples": len(samples), "kept": len(result.samples), "seconds": round(seconds, 1),
                "expert_seconds": result.stats.get("seconds"), "parse_rate": result.stats.get("parse_rate"),
-               "warnings": found, "report": result.report}
+               "answer_step": result.stats.get("answer_step"), "warnings": found, "report": result.report}
     write_json(out / "summary.json", summary)
     for w in found:
         print(f"robustft denoise: warning: {w['message']}", file=sys.stderr)

@@ -236,7 +236,9 @@ class DenoiseResult:
         config: the `DenoiseConfig` used.
         report: `detection_report` when every sample's true label is known, else None.
         stats: per expert pass (direct, reasoning, context, review) the seconds it computed
-            (``seconds``) and the share of its answers that could be read (``parse_rate``);
+            (``seconds``), the share of its responses that give an answer themselves
+            (``parse_rate``) and how many answers the answer step gave instead
+            (``answer_step``, `robustft.detect.answer_step`);
             the run's ``warnings`` (`robustft.diagnose`: dicts with ``check`` and
             ``message``); the noise-aware strategy's estimated ``noise_rate``; the expert
             batches computed and reused.
@@ -338,6 +340,8 @@ def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, stor
                "reasoning_text": reasoning.texts[i], "noisy": bool(noisy[i])}
         if reasoning.agreement is not None:
             row["reasoning_agreement"] = _num(reasoning.agreement[i])
+        if reasoning.extracted and reasoning.extracted[i]:
+            row["reasoning_extracted"] = True  # the answer step gave it, not the response's text
         if s.clean_answer is not None:
             row["clean_answer"] = s.clean_answer
         if i in pos:
@@ -383,6 +387,7 @@ def _stats(stats: dict, passes: dict, found: list[dict]) -> dict:
     diagnose.report(found)
     return {**stats, "seconds": {k: round(v.seconds, 2) for k, v in passes.items() if v is not None},
             "parse_rate": {k: diagnose.parse_rate(v) for k, v in passes.items() if v is not None},
+            "answer_step": {k: len(diagnose.extracted(v)) for k, v in passes.items() if v is not None and v.extracted},
             "warnings": found}
 
 

@@ -32,7 +32,7 @@ from .experts import ExpertOutputs, PassStore, run_pass
 from .metrics import answers_match
 from .model import LanguageModel
 from .progress import progress_bar
-from .prompts import checker_prompt, direct_prompt, reasoning_prompt
+from .prompts import checker_prompt, direct_prompt, reasoning_prompt, states_answer
 from .sample import MC, Sample
 
 Checker = Callable[[Sequence, Sequence, Sequence, Sequence], np.ndarray]
@@ -157,24 +157,56 @@ def run_reasoning_expert(lm: LanguageModel, samples: Sequence[Sample], *, paths:
     """
     prompts = [reasoning_prompt(s) for s in samples]
     kw = dict(generate_all=True, max_new_tokens=max_new_tokens, batch_size=batch_size, store=store)
-    greedy = run_pass("reasoning", lm, samples, prompts, progress=progress, **kw)
+    step = dict(batch_size=batch_size, store=store, progress=False)
+    greedy = answer_step(lm, samples, prompts, run_pass("reasoning", lm, samples, prompts, progress=progress, **kw),
+                         **step)
     if paths <= 1:
         return greedy
-    sampled = [run_pass("reasoning", lm, samples, prompts, temperature=temperature, seed=path, progress=False, **kw)
+    sampled = [answer_step(lm, samples, prompts, run_pass("reasoning", lm, samples, prompts, temperature=temperature,
+                                                          seed=path, progress=False, **kw), **step)
                for path in progress_bar(range(paths), desc=f"reasoning expert, {paths} sampled paths",
                                         enabled=progress)]
     answers, agreement, source = self_consistency([p.answers for p in sampled], [s.task for s in samples],
                                                   prefer=greedy.answers)
     names = ("response_entropy", "token_entropy", "max_token_nll")
     texts, stats = list(greedy.texts), {k: getattr(greedy, k).copy() for k in names}
+    extracted = list(greedy.extracted or [False] * len(samples))
     for i, (a, j) in enumerate(zip(answers, source)):
         if j < 0 or answers_match(greedy.answers[i], a, samples[i].task):
             continue  # the greedy response gave the voted answer (or nothing was voted)
-        texts[i] = sampled[j].texts[i]
+        texts[i], extracted[i] = sampled[j].texts[i], sampled[j].extracted[i]
         for k in stats:
             stats[k][i] = getattr(sampled[j], k)[i]
-    return dataclasses.replace(greedy, answers=answers, texts=texts, agreement=agreement,
+    return dataclasses.replace(greedy, answers=answers, texts=texts, agreement=agreement, extracted=extracted,
                                seconds=greedy.seconds + sum(p.seconds for p in sampled), **stats)
+
+
+def answer_step(lm: LanguageModel, samples: Sequence[Sample], prompts: Sequence[str], outputs: ExpertOutputs, *,
+                batch_size: int = 64, store: PassStore | None = None, progress: bool = False) -> ExpertOutputs:
+    """The second stage of zero-shot chain-of-thought prompting (Kojima et al., 2022): where a
+    multiple-choice response states no answer (cut off by the budget, or never committing),
+    the model completes ``Answer:`` after its own response, scored over the options
+    (`score_options` with ``responses``). A response that states an answer, readable or
+    not, keeps it.
+
+    Returns `outputs` with those answers filled in and ``extracted`` [n] marking them; their
+    `max_token_nll` becomes the larger of the response's and the chosen answer's NLL (the
+    answer is now the response's last step).
+    """
+    rows = [i for i, s in enumerate(samples) if s.task == MC and outputs.answers[i] is None
+            and not states_answer(outputs.texts[i])]
+    extracted = [False] * len(samples)
+    if not rows:
+        return dataclasses.replace(outputs, extracted=extracted)
+    picked = run_pass("reasoning answer", lm, [samples[i] for i in rows], [prompts[i] for i in rows],
+                      responses=[outputs.texts[i] for i in rows], batch_size=batch_size, store=store,
+                      progress=progress)
+    answers, worst = list(outputs.answers), outputs.max_token_nll.copy()
+    for j, i in enumerate(rows):
+        answers[i], extracted[i] = picked.answers[j], True
+        worst[i] = np.fmax(worst[i], picked.response_entropy[j])
+    return dataclasses.replace(outputs, answers=answers, extracted=extracted, max_token_nll=worst,
+                               seconds=outputs.seconds + picked.seconds)
 
 
 def run_direct_expert(lm: LanguageModel, samples: Sequence[Sample], *, max_new_tokens: int = 64,

@@ -8,7 +8,8 @@ as plain dicts ``{"check": name, "message": text}``; `robustft.denoise` runs the
 in ``DenoiseResult.stats["warnings"]`` (and the CLI in ``summary.json``), and reports each
 once as a `DegenerateRunWarning`; ``robustft denoise --strict`` exits non-zero on any.
 
-- ``unreadable``: more than `UNREADABLE` of a generated pass's answers could not be read.
+- ``unreadable``: more than `UNREADABLE` of a generated pass's samples are left without an
+  answer (neither read from the response nor given by the answer step).
 - ``no_signal``: before the chain, an expert agrees with the given labels no more than its
   own answer distribution would by chance, and the two experts agree with each other no
   more than chance either (the *model check*, `model_check`).
@@ -30,7 +31,7 @@ from .prompts import states_answer
 from .sample import MC
 
 UNREADABLE = 0.05  # largest share of unreadable answers a generated pass may have
-BIAS = 0.5  # an expert giving one answer to more than this share (and twice uniform) is biased
+BIAS = 0.5  # one answer given for more than this share (and twice its share in the labels): a bias
 COLLAPSE = 0.8  # kept relabels with one answer above this share (of at least COLLAPSE_MIN) collapse
 COLLAPSE_MIN = 8
 Z_SIGNAL = 2.0  # agreement with the labels must exceed chance by this many standard errors
@@ -60,26 +61,33 @@ def unread(outputs: ExpertOutputs) -> list[int]:
     return [i for i in asked(outputs) if outputs.answers[i] is None and not states_answer(outputs.texts[i])]
 
 
+def extracted(outputs: ExpertOutputs) -> list[int]:
+    """The rows whose answer the answer step gave (`robustft.detect.answer_step`), not the
+    response's text."""
+    return [i for i, e in enumerate(outputs.extracted or []) if e]
+
+
 def parse_rate(outputs: ExpertOutputs | None) -> float | None:
-    """The share of a pass's asked samples whose response gives an answer (not `unread`);
-    None when it asked none."""
+    """The share of a pass's asked samples whose response itself gives an answer (read or
+    stated; not `unread`, and not given by the answer step); None when it asked none."""
     rows = asked(outputs) if outputs is not None else []
     if not rows:
         return None
-    return 1 - len(unread(outputs)) / len(rows)
+    return 1 - (len(unread(outputs)) + len(extracted(outputs))) / len(rows)
 
 
 def unreadable(name: str, outputs: ExpertOutputs | None, budget: int) -> list[dict]:
-    """A warning when more than `UNREADABLE` of a generated pass's answers are unreadable,
-    saying how many responses the generation budget cut off."""
-    rate = parse_rate(outputs)
-    if rate is None or 1 - rate <= UNREADABLE:
+    """A warning when the chain is left without an answer for more than `UNREADABLE` of a
+    generated pass's samples (after the answer step, where one ran), saying how many
+    responses the generation budget cut off."""
+    n = len(asked(outputs)) if outputs is not None else 0
+    missing = unread(outputs) if n else []
+    if not n or len(missing) / n <= UNREADABLE:
         return []
-    n = len(asked(outputs))
-    missing = unread(outputs)
+    rate = 1 - len(missing) / n
     cut = sum(1 for i in missing if outputs.finished is not None and outputs.finished[i] is False)
-    why = (f"{cut} of them were cut off by the {budget}-token budget (raise max_new_tokens)" if cut
-           else "the replies name no option the reader recognises")
+    why = (f"{cut} of them {'was' if cut == 1 else 'were'} cut off by the {budget}-token budget (raise "
+           "max_new_tokens)" if cut else "the replies name no option the reader recognises")
     return [_warning("unreadable", f"the {name} expert's answer could not be read for {len(missing)} of {n} samples "
                                    f"(parse rate {rate:.0%}): {why}; an unread answer counts as disagreeing with the "
                                    "label, so these samples are flagged as noisy")]
@@ -108,7 +116,8 @@ def model_check(labels: Sequence[str], direct: Sequence[str | None], reasoning: 
     experts also agree with each other no more than chance (Cohen's κ below `KAPPA`): two
     experts that know something agree on the questions they know, whatever the labels say.
     Also ``answer_bias`` when one answer covers more than `BIAS` of an expert's answers and
-    twice the uniform share.
+    twice both the uniform share and the given labels' share of that answer (so a skew the
+    data has is not taken for the model's).
     """
     mc = [i for i, t in enumerate(tasks) if t == MC]
     both = [i for i in mc if direct[i] is not None and reasoning[i] is not None]
@@ -132,12 +141,14 @@ def model_check(labels: Sequence[str], direct: Sequence[str | None], reasoning: 
                                              "its answers are no better than the label prior, so its flags are not "
                                              "evidence of noise"))
         top, count = Counter(got).most_common(1)[0]
+        share = count / len(rows)
         uniform = float(np.mean([1 / n_options[i] for i in rows]))
-        if count / len(rows) > max(BIAS, 2 * uniform):
+        given = sum(labels[i] == top for i in rows) / len(rows)  # the labels' share of that answer
+        if share > max(BIAS, 2 * max(uniform, given)):
             out.append(_warning("answer_bias", f"the {name} expert answered {top} for {count} of {len(rows)} "
-                                               f"questions ({count / len(rows):.0%}; one option of "
-                                               f"{round(1 / uniform)} is {uniform:.0%}): a bias towards one "
-                                               "answer, not knowledge"))
+                                               f"questions ({share:.0%}, where {given:.0%} of the given labels "
+                                               f"are {top} and one option of {round(1 / uniform)} is "
+                                               f"{uniform:.0%}): a bias towards one answer, not knowledge"))
     return out
 
 

@@ -101,6 +101,8 @@ class ExpertOutputs:
             (nan where none answered); None for a single pass.
         finished: n flags: True where a generated response ended by itself, False where the
             generation budget (or the context) cut it off; None for scored rows.
+        extracted: n flags: True where the answer was not read from the response but given
+            by the answer step after it (`robustft.detect.answer_step`); None when no step ran.
         seconds: time spent computing (batches read back from a store cost none).
     """
 
@@ -113,6 +115,7 @@ class ExpertOutputs:
     seconds: float = 0.0
     agreement: np.ndarray | None = None
     finished: list | None = None
+    extracted: list | None = None
 
     @property
     def probs(self) -> np.ndarray:
@@ -166,6 +169,10 @@ class ExpertOutputs:
         for src, dst in enumerate(rows):
             full.answers[dst], full.texts[dst] = self.answers[src], self.texts[src]
             full.finished[dst] = self.finished[src] if self.finished is not None else None
+        if self.extracted is not None:
+            full.extracted = [False] * n
+            for src, dst in enumerate(rows):
+                full.extracted[dst] = self.extracted[src]
         for mine, theirs in zip(self.scores, full.scores):
             theirs[rows] = mine
         for name in ("response_entropy", "token_entropy", "max_token_nll"):
@@ -177,8 +184,8 @@ def _finite(v: float):
     return float(v) if np.isfinite(v) else None
 
 
-def _score_rows(lm: LanguageModel, samples, prompts, batch_size, by=None) -> list[dict]:
-    sc = score_options(lm, samples, prompts, by=by, batch_size=batch_size, progress=False)
+def _score_rows(lm: LanguageModel, samples, prompts, batch_size, by=None, responses=None) -> list[dict]:
+    sc = score_options(lm, samples, prompts, by=by, responses=responses, batch_size=batch_size, progress=False)
     best, h = sc.best(), sc.response_entropy
     rows = []
     for i, s in enumerate(samples):
@@ -209,8 +216,8 @@ def _batch_key(name: str, lm: LanguageModel, settings: dict, samples, prompts) -
 
 
 def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: Sequence[str], *,
-             generate_all: bool = False, by: str | None = None, max_new_tokens: int = 64,
-             temperature: float = 0.0, seed: int = 0, batch_size: int = 64,
+             generate_all: bool = False, by: str | None = None, responses: Sequence[str] | None = None,
+             max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0, batch_size: int = 64,
              store: PassStore | None = None, progress: bool = True) -> ExpertOutputs:
     """Run one expert pass: score (mc) or generate (short answers, or every sample with
     `generate_all`) each prompt, in batches of `batch_size` consecutive samples.
@@ -221,6 +228,8 @@ def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: S
         prompts: one prompt text per sample (before the chat template).
         generate_all: generate every sample, multiple choice included (the reasoning expert).
         by: score options by "letter" or "text" (default `lm.answer_by`).
+        responses: for scored rows, what the model already wrote before ``Answer:`` (see
+            `score_options`); part of each batch's key.
         max_new_tokens: the generation budget.
         temperature: 0 generates greedily; > 0 samples (scored rows are unaffected). Each
             batch draws from its own generator, seeded by `seed` and the batch's position,
@@ -232,6 +241,8 @@ def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: S
     samples, prompts = list(samples), list(prompts)
     if len(prompts) != len(samples):
         raise ValueError(f"{len(prompts)} prompts for {len(samples)} samples")
+    if responses is not None:  # a response continues its prompt: both decide the row
+        keyed = [f"{p}\x00{r}" for p, r in zip(prompts, responses)]
     generates = generate_all or any(s.task != MC for s in samples)
     settings = {"max_new_tokens": max_new_tokens if generates else None,
                 "generate_all": generate_all, "by": by or lm.answer_by}
@@ -242,14 +253,16 @@ def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: S
     starts = range(0, len(samples), batch_size)
     for start in progress_bar(starts, desc=f"{name} expert", enabled=progress):
         part, ps = samples[start:start + batch_size], prompts[start:start + batch_size]
-        key = _batch_key(name, lm, settings, part, ps)
+        rs = responses[start:start + batch_size] if responses is not None else None
+        key = _batch_key(name, lm, settings, part, keyed[start:start + batch_size] if rs is not None else ps)
         done = store.get(key) if store is not None else None
         if done is None:
             t0 = time.perf_counter()
             done = [None] * len(part)
             scored = [i for i, s in enumerate(part) if s.task == MC and not generate_all]
             written = sorted(set(range(len(part))) - set(scored))
-            for idx, fn in ((scored, lambda ss, pp: _score_rows(lm, ss, pp, batch_size, by)),
+            for idx, fn in ((scored, lambda ss, pp: _score_rows(lm, ss, pp, batch_size, by,
+                                                                [rs[i] for i in scored] if rs is not None else None)),
                             (written, lambda ss, pp: _generate_rows(lm, ss, pp, batch_size, max_new_tokens,
                                                                     temperature, seed * 1_000_003 + start))):
                 if idx:

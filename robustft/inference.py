@@ -153,7 +153,8 @@ def option_continuations(sample: Sample, by: str) -> list[str]:
 @torch.inference_mode()
 def score_options(lm: LanguageModel, samples: Sequence[Sample],
                   prompts: Sequence[str] | None = None, *, by: str | None = None,
-                  batch_size: int = 64, progress: bool = True) -> OptionScores:
+                  responses: Sequence[str] | None = None, batch_size: int = 64,
+                  progress: bool = True) -> OptionScores:
     """Score every option of every multiple-choice sample in batched forward passes.
 
     Args:
@@ -163,19 +164,21 @@ def score_options(lm: LanguageModel, samples: Sequence[Sample],
             (the vanilla expert). Pass `context_prompt(...)`/`review_prompt(...)` texts for the
             other experts.
         by: "letter" or "text"; default `lm.answer_by`.
+        responses: n texts the model already wrote in its turn before ``Answer:`` (e.g. its
+            step-by-step reasoning): each option is then scored as the continuation of that
+            response, on a new line. Default: none, ``Answer:`` opens the turn.
         batch_size: sequences per forward pass (one sequence per option when scoring by text,
             one per question when scoring by letter).
 
     Returns the `OptionScores` of the n questions as numpy arrays ([n, K], K = the most
     options of any question; `predict_letters` gives the answers). Scoring by letter runs
-    one sequence per question and reads
-    all letters from its last position when every letter is a single token; otherwise each
-    (question, option) pair is its own sequence.
+    one sequence per question and reads all letters from its last position when every
+    letter is a single token; otherwise each (question, option) pair is its own sequence.
     """
     by = by or lm.answer_by
     prompts = [direct_prompt(s) for s in samples] if prompts is None else list(prompts)
-    if len(prompts) != len(samples):
-        raise ValueError(f"{len(prompts)} prompts for {len(samples)} samples")
+    if len(prompts) != len(samples) or (responses is not None and len(responses) != len(samples)):
+        raise ValueError(f"{len(prompts)} prompts and {len(responses or prompts)} responses for {len(samples)} samples")
     n, width = len(samples), max((len(s.options) for s in samples), default=0)
     logprobs = np.full((n, width), -np.inf)
     n_tokens = np.zeros((n, width), dtype=np.int64)
@@ -186,7 +189,8 @@ def score_options(lm: LanguageModel, samples: Sequence[Sample],
     # One row per (question, option): context ids + continuation ids.
     rows, contexts, conts = [], [], []
     for i, (s, p) in enumerate(zip(samples, prompts)):
-        head = lm.render(p) + ANSWER_PREFIX
+        said = responses[i].rstrip() + "\n" if responses is not None and responses[i].strip() else ""
+        head = lm.render(p) + said + ANSWER_PREFIX
         for k, c in enumerate(option_continuations(s, by)):
             rows.append((i, k))
             contexts.append(head)

@@ -25,7 +25,7 @@ def test_unreadable_counts_replies_without_an_answer_and_says_why():
     assert diagnose.unread(out) == [7, 8]
     assert diagnose.parse_rate(out) == pytest.approx(0.8)
     (w,) = diagnose.unreadable("reasoning", out, budget=64)
-    assert w["check"] == "unreadable" and "2 of 10" in w["message"] and "1 of them were cut off" in w["message"]
+    assert w["check"] == "unreadable" and "2 of 10" in w["message"] and "1 of them was cut off" in w["message"]
     assert "64-token budget" in w["message"]
     # At most 5 % unread: no warning. Rows a pass skipped are not counted.
     fine = _generated(["A"] * 20, ["Answer: A"] * 20, [True] * 20)
@@ -69,34 +69,48 @@ def test_few_clean_and_collapse():
     assert diagnose.collapse(["C"] * 7, [MC] * 7) == []  # too few to tell
 
 
-def test_a_broken_run_warns_once_and_lists_it(tmp_path):
-    """The toy with a 2-token reasoning budget: every reasoning reply is cut off. The run
-    warns (once per check), lists the warnings and parse rates in its stats, marks the
-    unread samples in provenance, and the CLI's --strict exits 3 after writing its outputs."""
+def test_the_answer_step_answers_what_a_cut_reply_does_not(tmp_path):
+    """The toy with a 2-token reasoning budget: every reply is cut before its answer. The
+    answer step (the model completes "Answer:" after its own reply) answers each one, so no
+    sample is flagged only for an unread reply; the parse rate says the replies gave none."""
     lm = robustft.load_model("toy", seed=0)
     train, _ = robustft.inject_noise(make_benchmark(seed=0).train[:48], 0.3, seed=0)
+    result = robustft.denoise(train, lm, robustft.DenoiseConfig(max_new_tokens=2, batch_size=16), progress=False)
+    assert result.stats["parse_rate"]["reasoning"] == 0.0 and result.stats["answer_step"] == {"reasoning": 48}
+    assert all(p["reasoning"] in "ABCD" and p["reasoning_extracted"] for p in result.provenance)
+    assert "unreadable" not in [w["check"] for w in result.stats["warnings"]]
+    full = robustft.denoise(train, lm, robustft.DenoiseConfig(batch_size=16), progress=False)
+    assert full.stats["parse_rate"]["reasoning"] == 1.0 and full.stats["answer_step"] == {"reasoning": 0}
+    # The stepped answers are the model's, not noise: the labels come out about as right.
+    assert result.report["label_accuracy"] >= full.report["label_accuracy"] - 0.05
+
+
+def test_a_degenerate_run_warns_once_lists_it_and_strict_exits_3(tmp_path):
+    """16 toy samples at 70 % noise with k=8 worked examples asked for: fewer clean samples
+    than that pass the checker. The run warns once per check and lists it; the CLI's
+    --strict exits 3 after writing its outputs."""
+    lm = robustft.load_model("toy", seed=0)
+    train, _ = robustft.inject_noise(make_benchmark(seed=0).train[:16], 0.7, seed=0)
+    config = robustft.DenoiseConfig(k=8, batch_size=16)
     with pytest.warns(diagnose.DegenerateRunWarning) as record:
-        result = robustft.denoise(train, lm, robustft.DenoiseConfig(max_new_tokens=2, batch_size=16), progress=False)
+        result = robustft.denoise(train, lm, config, progress=False)
     checks = [w["check"] for w in result.stats["warnings"]]
-    assert checks.count("unreadable") == 1 and "few_clean" in checks
-    assert len(record) == len(checks)
-    assert result.stats["parse_rate"]["reasoning"] == 0.0 and result.stats["parse_rate"]["direct"] == 1.0
-    assert all(p["unread"] == ["reasoning"] for p in result.provenance)
-    assert "48 of them were cut off by the 2-token budget" in result.stats["warnings"][0]["message"]
+    assert checks == ["few_clean"] and len(record) == 1
+    clean = sum(p["stage"] == "clean" for p in result.provenance)
+    assert clean < 8 and f"only {clean} sample" in result.stats["warnings"][checks.index("few_clean")]["message"]
 
     from robustft import cli
 
-    data = tmp_path / "noisy30.csv"
+    data = tmp_path / "noisy70.csv"
     robustft.to_official_csv(train, data)
     out = tmp_path / "run"
-    code = cli.main(["denoise", "--data", str(data), "--model", "toy", "--out", str(out), "--no-progress",
-                     "--max-new-tokens", "2", "--batch-size", "16", "--strict"])
-    assert code == 3
+    argv = ["denoise", "--data", str(data), "--model", "toy", "--out", str(out), "--no-progress", "--k", "8",
+            "--batch-size", "16"]
+    assert cli.main(argv + ["--strict"]) == 3
     import json
 
     summary = json.loads((out / "summary.json").read_text())
-    assert [w["check"] for w in summary["warnings"]] == checks and summary["parse_rate"]["reasoning"] == 0.0
-    assert (out / "denoise30.csv").exists()
+    assert [w["check"] for w in summary["warnings"]] == checks and summary["parse_rate"]["reasoning"] == 1.0
+    assert (out / "denoise70.csv").exists()
     # Without --strict the same run exits 0 (and resumes from the stored passes).
-    assert cli.main(["denoise", "--data", str(data), "--model", "toy", "--out", str(out), "--no-progress",
-                     "--max-new-tokens", "2", "--batch-size", "16"]) == 0
+    assert cli.main(argv) == 0

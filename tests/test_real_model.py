@@ -18,7 +18,7 @@ def smol():
     return robustft.load_model("smollm2")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def arc(official):
     return robustft.load_official(official / "arc", noise=30)
 
@@ -28,7 +28,14 @@ def test_a_16_sample_denoise_reads_real_answers_and_reports_on_itself(smol, arc,
     result = robustft.denoise(train, smol, DenoiseConfig(batch_size=16), out=tmp_path / "run", progress=False)
     rates = result.stats["parse_rate"]
     assert rates["direct"] == 1.0  # multiple choice is scored: every answer is an option
-    assert rates["reasoning"] >= 0.9, rates
+    # The reader gets most answers from the replies themselves; the answer step the rest, so
+    # no sample is flagged only because its reply could not be read.
+    assert 0.6 <= rates["reasoning"] <= 1.0, rates
+    stepped = result.stats["answer_step"].get("reasoning", 0)
+    assert stepped == sum(bool(p.get("reasoning_extracted")) for p in result.provenance)
+    assert stepped <= 16 * (1 - rates["reasoning"]) + 1e-9
+    assert not any("unread" in p for p in result.provenance)
+    assert "unreadable" not in [w["check"] for w in result.stats["warnings"]]
     assert len(result.provenance) == 16 and all(p["stage"] in ("clean", "selected", "dropped") for p in result.provenance)
     assert all(p["direct"] in "ABCD" for p in result.provenance)
     # Every check ran and each warning names its check.
