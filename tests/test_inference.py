@@ -226,6 +226,25 @@ def test_greedy_generation_is_stepwise_argmax(lm, samples):
         assert g.mean_nll == pytest.approx(-lps.mean(), abs=1e-4)
 
 
+def test_generation_in_token_groups_is_stepwise_argmax(lm, samples, monkeypatch):
+    """With a small token budget per forward pass, the prompts run in groups whose caches are
+    put together for decoding (with room reserved for the new tokens); every row still gets
+    its own greedy tokens, in the prompts' order."""
+    import robustft.inference as inference
+
+    monkeypatch.setattr(inference, "CPU_TOKENS_PER_FORWARD", 60)
+    groups, real = [], inference._token_batches
+    monkeypatch.setattr(inference, "_token_batches", lambda *a: groups.append(real(*a)) or groups[-1])
+    prompts = [direct_prompt(s) + "red " * (3 * (i % 4)) for i, s in enumerate(samples[:8])]
+    gens = generate(lm, prompts, max_new_tokens=5, batch_size=8, progress=False)
+    assert len(groups[-1]) > 2  # the prefill really ran in groups
+    for p, g in zip(prompts, gens):
+        ids, lps, ents = _greedy_brute(lm, p, 5)
+        assert g.token_ids == ids
+        np.testing.assert_allclose(g.logprobs, lps, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(g.entropy, ents, atol=1e-4, rtol=0)
+
+
 def test_generation_stops_at_eos_per_row(samples):
     """With an eos bias, rows finish at different steps; finished rows stop, others go on."""
     lm = make_lm(seed=1)
