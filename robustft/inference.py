@@ -9,9 +9,16 @@ from vLLM or an API.
 Option scoring conditions on the rendered prompt followed by ``Answer:`` and scores each
 candidate continuation: `` B`` (answer by letter) or `` <option text>`` (answer by text).
 The score of an option is the sum of its tokens' log-probs, log p(option | prompt).
+
+The prompts of one pass share a token prefix (the chat template's system prompt and the
+instruction; for CER with fixed examples, the examples too). Its keys and values are computed
+once per pass and every batch continues from them (`_SharedPrefix`): exact, since a causal
+model's prefix states do not depend on what follows, and it removes a third (direct prompts)
+to three quarters (CER prompts) of the tokens each forward pass would otherwise recompute.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from dataclasses import dataclass
@@ -54,6 +61,46 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     """Indices grouped into batches of similar length, longest first (fail fast on memory)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# Most tokens (rows x padded width) per forward pass on a CPU. Large batches of left-padded
+# rows waste compute on padding (length-sorted batches of 64 ARC prompts were half padding)
+# and push activations out of cache, while small ones pay a fixed cost per pass (the
+# dispatch of ~100 ops per layer, and matmuls lose efficiency below a few hundred rows),
+# about as much as FORWARD_COST_TOKENS more tokens would. Measured on SmolLM2-135M with
+# 2 threads (python -m robustft.perf, results/real-smollm2/speed).
+CPU_TOKENS_PER_FORWARD = 1024
+FORWARD_COST_TOKENS = 64
+
+
+def _token_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first, like
+    `length_sorted_batches`; with `max_tokens`, a batch's rows x its longest row also stay
+    within `max_tokens` (a longer row goes alone), and the cut points minimise the padded
+    tokens plus FORWARD_COST_TOKENS per batch (dynamic programming over the sorted rows)."""
+    if not max_tokens:
+        return length_sorted_batches(lengths, batch_size)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    widths = [lengths[i] for i in order]
+    n = len(order)
+    cost, start = [0] + [float("inf")] * n, [0] * (n + 1)
+    for end in range(1, n + 1):  # best batching of the `end` longest rows
+        for first in range(end - 1, max(-1, end - 1 - batch_size), -1):  # last batch = first..end-1
+            rows = end - first
+            if rows > 1 and rows * widths[first] > max_tokens:
+                break  # growing the batch only adds rows and width
+            c = cost[first] + rows * widths[first] + FORWARD_COST_TOKENS
+            if c < cost[end]:
+                cost[end], start[end] = c, first
+    batches, end = [], n
+    while end > 0:
+        batches.append(order[start[end]:end])
+        end = start[end]
+    return batches[::-1]
+
+
+def _max_tokens(lm: LanguageModel) -> int | None:
+    return CPU_TOKENS_PER_FORWARD if lm.device.type == "cpu" else None
 
 
 def _forward_params(model) -> set[str]:
@@ -126,11 +173,107 @@ def response_stats_of(lm: LanguageModel, input_ids, attention_mask, position_ids
     return reduce_response(st.logp, st.entropy, targets != IGNORE)
 
 
+def _response_stats_after(lm: LanguageModel, ids, mask, pos, extra: dict, labels, keep: int):
+    """`response_stats_of` of a `_continue_batch` batch."""
+    if not extra:
+        return response_stats_of(lm, ids, mask, pos, labels, keep)
+    fused = fused_head(lm)
+    if fused is None:
+        return response_stats(_logits_after(lm, ids, mask, pos, extra, keep), labels, ignore_index=IGNORE)
+    backbone, weight = fused
+    hidden = _hidden_after(backbone, ids, mask, pos, extra, keep)
+    targets = shift_labels(labels, IGNORE)
+    st = linear_token_stats(hidden.to(weight.dtype), weight, targets, IGNORE)
+    return reduce_response(st.logp, st.entropy, targets != IGNORE)
+
+
 def _keep_kwargs(lm: LanguageModel, keep: int) -> dict:
     # transformers >= 4.50 calls it `logits_to_keep`, 4.45-4.49 `num_logits_to_keep`.
     params = _forward_params(lm.base_model)
     name = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in params), None)
     return {name: keep} if name else {}
+
+
+# ------------------------------------------------------------------ shared prompt prefix
+def _shared_prefix_length(seqs: Sequence[Sequence[int]], limit: int) -> int:
+    """Length of the token prefix all `seqs` share, at most `limit`."""
+    first, n = seqs[0], limit
+    for s in seqs[1:]:
+        n = min(n, len(s))
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+class _SharedPrefix:
+    """Keys and values of the token prefix every sequence of a pass shares, computed once.
+
+    Attributes:
+        length: P, the prefix length in tokens.
+        layers: per layer (keys, values), each [1, kv_heads, P, head_dim].
+    """
+
+    def __init__(self, length: int, layers):
+        self.length, self.layers = length, layers
+
+    def cache(self, batch: int):
+        """A fresh cache holding the prefix for `batch` rows (a forward pass extends it)."""
+        from transformers import DynamicCache
+
+        return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+                             for k, v in self.layers])
+
+
+def _prefix_cache(lm: LanguageModel, seqs: Sequence[Sequence[int]], limit: int) -> _SharedPrefix | None:
+    """The shared prefix of `seqs` (at most `limit` tokens), run through the model once.
+
+    None when there is nothing to share (fewer than two sequences, no common token) or when
+    the model's cache is not a plain per-layer key/value cache this code knows how to extend
+    (older transformers, sliding-window or quantized caches): callers then run every
+    sequence whole, as before.
+    """
+    if len(seqs) < 2 or limit < 1:
+        return None
+    length = _shared_prefix_length(seqs, limit)
+    if length < 1:
+        return None
+    ids = torch.tensor([list(seqs[0][:length])], dtype=torch.long, device=lm.device)
+    out = lm.model(input_ids=ids, use_cache=True, **_keep_kwargs(lm, 1))
+    layers = _plain_layers(_cache_of(out))
+    return None if layers is None else _SharedPrefix(length, layers)
+
+
+def _continue_batch(lm: LanguageModel, seqs: Sequence[Sequence[int]], prefix: _SharedPrefix | None):
+    """Model inputs for a batch of sequences that start with `prefix`: their remaining tokens
+    left-padded, the mask and positions counting the prefix, and a cache holding it.
+
+    Returns (input_ids [B, S], attention_mask [B, P + S], position_ids [B, S], extra forward
+    kwargs: the cache, empty without a prefix).
+    """
+    if prefix is None:
+        return (*left_pad(seqs, lm.tokenizer.pad_token_id, lm.device), {})
+    p = prefix.length
+    ids, mask, pos = left_pad([s[p:] for s in seqs], lm.tokenizer.pad_token_id, lm.device)
+    mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, p), mask], dim=1)
+    return ids, mask, pos + p, {_cache_kwarg(lm.base_model): prefix.cache(len(seqs)), "use_cache": True}
+
+
+def _logits_after(lm: LanguageModel, ids, mask, pos, extra: dict, keep: int) -> torch.Tensor:
+    """`response_logits` of a `_continue_batch` batch: [B, keep, V]."""
+    if not extra:
+        return response_logits(lm, ids, mask, pos, keep)
+    out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, **extra, **_keep_kwargs(lm, keep))
+    return out.logits[:, -keep:]
+
+
+def _hidden_after(backbone, ids, mask, pos, extra: dict, keep: int) -> torch.Tensor:
+    """`last_hidden` of a `_continue_batch` batch: [B, keep, H]."""
+    if not extra:
+        return last_hidden(backbone, ids, mask, pos, keep)
+    out = backbone(input_ids=ids, attention_mask=mask, position_ids=pos, **extra)
+    return out.last_hidden_state[:, -keep:]
 
 
 # ---------------------------------------------------------------------- option scoring
@@ -226,22 +369,26 @@ def _single_token_options(rows, pairs):
 def _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, progress):
     questions = list(shared)
     width = logprobs.shape[1]
-    batches = length_sorted_batches([len(shared[q][0]) for q in questions], batch_size)
+    contexts = [shared[q][0] for q in questions]
+    # Each row keeps at least its last token, whose logits are read.
+    prefix = _prefix_cache(lm, contexts, min(len(c) for c in contexts) - 1)
+    skip = prefix.length if prefix else 0
+    batches = _token_batches([len(c) - skip for c in contexts], batch_size, _max_tokens(lm))
     for batch in progress_bar(batches, desc="scoring options", enabled=progress):
         qs = [questions[j] for j in batch]
-        ids, mask, pos = left_pad([shared[q][0] for q in qs], lm.tokenizer.pad_token_id, lm.device)
+        ids, mask, pos, extra = _continue_batch(lm, [shared[q][0] for q in qs], prefix)
         targets = torch.full((len(qs), width), IGNORE, dtype=torch.long)
         for b, q in enumerate(qs):
             for k, t in shared[q][1]:
                 targets[b, k] = t
         fused = fused_head(lm)
         if fused is None:
-            last = response_logits(lm, ids, mask, pos, keep=1)[:, -1]  # [B, V]
+            last = _logits_after(lm, ids, mask, pos, extra, keep=1)[:, -1]  # [B, V]
             scores = option_logprobs(last, targets.to(last.device), ignore_index=IGNORE)
             lp, nt, ent = scores.logprobs, scores.n_tokens, scores.entropy
         else:  # from [B, H] hidden states: the [B, V] logits never exist
             backbone, weight = fused
-            hidden = last_hidden(backbone, ids, mask, pos, keep=1)[:, -1].to(weight.dtype)
+            hidden = _hidden_after(backbone, ids, mask, pos, extra, keep=1)[:, -1].to(weight.dtype)
             tgt = targets.to(hidden.device)
             present = tgt != IGNORE
             st = linear_token_stats(hidden, weight)  # one pass over the vocabulary: lse, entropy
@@ -258,15 +405,18 @@ def _score_last_position(lm, shared, logprobs, n_tokens, entropy, batch_size, pr
 
 def _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, progress):
     seqs = [c + x for c, x in pairs]
-    batches = length_sorted_batches([len(s) for s in seqs], batch_size)
+    # The position before each option's first token is read, so the prefix stops before it.
+    prefix = _prefix_cache(lm, seqs, min(len(c) for c, _ in pairs) - 1)
+    skip = prefix.length if prefix else 0
+    batches = _token_batches([len(s) - skip for s in seqs], batch_size, _max_tokens(lm))
     for batch in progress_bar(batches, desc="scoring options", enabled=progress):
-        ids, mask, pos = left_pad([seqs[j] for j in batch], lm.tokenizer.pad_token_id, lm.device)
+        ids, mask, pos, extra = _continue_batch(lm, [seqs[j] for j in batch], prefix)
         n_cont = [len(pairs[j][1]) for j in batch]
         keep = max(n_cont) + 1  # the position before the first option token predicts it
         labels = torch.full((len(batch), keep), IGNORE, dtype=torch.long, device=ids.device)
         for b, m in enumerate(n_cont):
             labels[b, keep - m:] = ids[b, -m:]
-        st = response_stats_of(lm, ids, mask, pos, labels, keep)
+        st = _response_stats_after(lm, ids, mask, pos, extra, labels, keep)
         lp = st.logp_sum.double().cpu().numpy()
         ent = st.entropy.double().cpu().numpy()
         for b, j in enumerate(batch):
@@ -352,30 +502,137 @@ def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int =
     if temperature > 0:
         generator = torch.Generator(device=lm.device).manual_seed(seed)
     results: list[Generation | None] = [None] * len(prompts)
+    # Each row keeps at least its last prompt token, whose logits give the first new token.
+    prefix = _prefix_cache(lm, encoded, min(len(e) for e in encoded) - 1) if encoded else None
     batches = length_sorted_batches([len(e) for e in encoded], batch_size)
     for batch in progress_bar(batches, desc="generating", enabled=progress):
         outs = _generate_batch(lm, [encoded[j] for j in batch], max_new_tokens, temperature,
-                               top_p, generator)
+                               top_p, generator, prefix)
         for j, g in zip(batch, outs):
             results[j] = g
     return results
 
 
-def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator) -> list[Generation]:
+@functools.cache
+def _reserved_layer():
+    """A transformers `DynamicLayer` whose keys and values sit at the start of buffers with
+    room for the tokens still to be generated: a decoding step writes its one column in
+    place, where `DynamicLayer.update` concatenates, copying the whole cache every step (at
+    64 rows x 250 tokens, 40 of the ~120 ms a SmolLM2 step took on 2 CPU threads)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        def __init__(self, like: torch.Tensor, batch: int, length: int, room: int):
+            """Zero keys and values [batch, heads, length, head_dim] (heads, head_dim, dtype
+            and device of `like`), with room for `room` more positions."""
+            super().__init__()
+            shape = (batch, like.shape[1], length + room, like.shape[3])
+            self._keys, self._values = like.new_zeros(shape), like.new_zeros(shape)
+            self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
+            self.device, self.dtype, self.is_initialized = like.device, like.dtype, True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n, m = self.keys.shape[-2], key_states.shape[-2]
+            if self._keys is None or n + m > self._keys.shape[-2]:  # out of room: concatenate
+                self._keys = self._values = None
+                return super().update(key_states, value_states, *args, **kwargs)
+            self._keys[:, :, n:n + m] = key_states
+            self._values[:, :, n:n + m] = value_states
+            self.keys, self.values = self._keys[:, :, :n + m], self._values[:, :, :n + m]
+            return self.keys, self.values
+
+    return ReservedLayer
+
+
+def _reserved_cache(layers, room: int):
+    """A DynamicCache of ReservedLayers holding `layers` ((keys, values) per layer, each
+    [B, heads, n, head_dim]) with room for `room` more positions."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = []
+    for k, v in layers:
+        layer = _reserved_layer()(k, k.shape[0], k.shape[2], room)
+        layer.keys.copy_(k)
+        layer.values.copy_(v)
+        cache.layers.append(layer)
+    return cache
+
+
+def _plain_layers(cache):
+    """(keys, values) per layer when `cache` is a list of plain DynamicLayers, else None."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def _prefill(lm: LanguageModel, seqs, prefix: _SharedPrefix | None, room: int):
+    """A generation batch's prompts through the model, `seqs` longest first.
+
+    Returns (logits at each row's last token [B, V], the cache with room for `room` more
+    positions, attention_mask [B, P + W], position_ids of each row's last token [B, 1]) for
+    the batch left-padded to width W after the shared prefix of length P.
+
+    On a CPU the rows run in groups of at most CPU_TOKENS_PER_FORWARD tokens (a long prompt
+    would make every short one in the batch pay for its width), and their keys and values go
+    into one cache, each row right-aligned as in a left-padded batch: the decoding steps run
+    the whole batch at once, since a step reads every weight whatever the number of rows.
+    """
+    p = prefix.length if prefix is not None else 0
+    # Longest first, so each group is a run of consecutive rows.
+    groups = _token_batches([len(s) - p for s in seqs], len(seqs), _max_tokens(lm))
+    if prefix is None or len(groups) == 1:  # one forward pass
+        ids, mask, pos, extra = _continue_batch(lm, seqs, prefix)
+        out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                       **(extra or {"use_cache": True}), **_keep_kwargs(lm, 1))
+        cache, layers = _cache_of(out), _plain_layers(_cache_of(out))
+        if layers is not None:
+            cache = _reserved_cache(layers, room)
+        return out.logits[:, -1], cache, mask, pos[:, -1:]
+    _, mask, pos = left_pad([s[p:] for s in seqs], lm.tokenizer.pad_token_id, lm.device)
+    mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, p), mask], dim=1)
+    width = mask.shape[1]  # P + W
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = [_reserved_layer()(k, len(seqs), width, room) for k, _ in prefix.layers]
+    for layer, (k, v) in zip(cache.layers, prefix.layers):
+        layer.keys[:, :, :p] = k
+        layer.values[:, :, :p] = v
+    logits = None
+    for group in groups:
+        rows = slice(group[0], group[0] + len(group))
+        ids, gmask, gpos, extra = _continue_batch(lm, seqs[rows], prefix)
+        out = lm.model(input_ids=ids, attention_mask=gmask, position_ids=gpos, **extra, **_keep_kwargs(lm, 1))
+        if logits is None:
+            logits = out.logits.new_empty((len(seqs), out.logits.shape[-1]))
+        logits[rows] = out.logits[:, -1]
+        n = ids.shape[1]  # this group's width after the prefix: its columns go last
+        for layer, own in zip(cache.layers, _cache_of(out).layers):
+            layer.keys[rows, :, width - n:] = own.keys[:, :, p:]
+            layer.values[rows, :, width - n:] = own.values[:, :, p:]
+    return logits, cache, mask, pos[:, -1:] + p
+
+
+def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator,
+                    prefix: _SharedPrefix | None = None) -> list[Generation]:
     model, eos = lm.model, torch.tensor(sorted(lm.eos_token_ids), device=lm.device)
     pad = lm.tokenizer.pad_token_id
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first, for _prefill
+    seqs = [seqs[i] for i in order]
     # Tokens each row may add: max_new_tokens, or what is left of the model's context.
     budget = [min(max_new_tokens, lm.max_length - len(s)) for s in seqs]
     stop_at = torch.tensor(budget, device=lm.device)
-    ids, mask, pos = left_pad(seqs, pad, lm.device)
     cache_kw = _cache_kwarg(lm.base_model)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                **_keep_kwargs(lm, 1))
+    logits, cache, mask, pos = _prefill(lm, seqs, prefix, room=max(budget))
     done = torch.zeros(len(seqs), dtype=torch.bool, device=lm.device)
     tokens, logps, ents = [], [], []
-    pos = pos[:, -1:]
     for step in range(max(budget)):
-        logits = out.logits[:, -1]  # [B, V]
         st = token_stats(logits)  # one read of the logits: lse, entropy and the greedy token
         if not bool((st.valid | done).all()):
             raise FloatingPointError(f"the model's logits for generated token {step + 1} hold NaN or "
@@ -392,7 +649,8 @@ def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator) -> 
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = pos + 1
         out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                    use_cache=True, **{cache_kw: _cache_of(out)})
+                    use_cache=True, **{cache_kw: cache})
+        logits, cache = out.logits[:, -1], _cache_of(out)
     tok = torch.stack(tokens, 1).cpu()
     lp, en = torch.stack(logps, 1).cpu().numpy(), torch.stack(ents, 1).cpu().numpy()
     eos_set = lm.eos_token_ids
@@ -403,4 +661,7 @@ def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator) -> 
         finished = n > 0 and row[n - 1] in eos_set
         text = lm.tokenizer.decode(row[:n - 1] if finished else row[:n], skip_special_tokens=True)
         results.append(Generation(text, row[:n], lp[b, :n].copy(), en[b, :n].copy(), finished))
-    return results
+    unsorted: list[Generation | None] = [None] * len(results)
+    for i, g in zip(order, results):
+        unsorted[i] = g
+    return unsorted

@@ -108,6 +108,24 @@ def test_gradient_checkpointing_gives_the_same_training(samples):
     np.testing.assert_allclose(ckpt, plain, atol=1e-5)
 
 
+def test_checkpointing_is_on_by_default_only_for_large_activations(samples, monkeypatch):
+    import sys
+
+    ft = sys.modules["robustft.finetune"]
+    kw = dict(FAST, epochs=2)
+
+    def checkpointed(tuned):
+        return any(getattr(m, "gradient_checkpointing", False) for m in tuned.model.modules())
+
+    small = finetune(make_lm(), samples, **kw)  # a tiny model: KBs of activations
+    assert not checkpointed(small)
+    monkeypatch.setattr(ft, "CHECKPOINT_ABOVE_BYTES", 0)
+    large = finetune(make_lm(), samples, **kw)
+    assert checkpointed(large)
+    np.testing.assert_allclose(large.info["train_loss"], small.info["train_loss"], atol=1e-5)
+    assert not checkpointed(finetune(make_lm(), samples, gradient_checkpointing=False, **kw))
+
+
 def test_custom_responses_are_the_targets(samples):
     lm = make_lm()
     responses = [f"The {s.options[0]} one.\n{answer_line(s)}" for s in samples]

@@ -144,6 +144,69 @@ def test_left_pad_positions():
     assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]
 
 
+def test_token_batches_cover_every_row_within_the_budget():
+    from robustft.inference import _token_batches, length_sorted_batches
+
+    lengths = [int(x) for x in np.random.default_rng(0).integers(3, 60, size=200)] + [500]
+    batches = _token_batches(lengths, 8, 120)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    widths = [max(lengths[i] for i in b) for b in batches]
+    assert widths == sorted(widths, reverse=True)  # longest first
+    assert all(len(b) <= 8 and (len(b) == 1 or len(b) * w <= 120) for b, w in zip(batches, widths))
+    assert batches[0] == [len(lengths) - 1]  # longer than the budget: alone
+    padded = sum(len(b) * w for b, w in zip(batches, widths))
+    assert padded < 1.1 * sum(lengths)
+    assert _token_batches(lengths, 8, None) == length_sorted_batches(lengths, 8)
+
+
+def _prefix_calls(monkeypatch):
+    """Record what `_prefix_cache` returns."""
+    import robustft.inference as inference
+
+    calls, real = [], inference._prefix_cache
+    monkeypatch.setattr(inference, "_prefix_cache", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    return calls
+
+
+def test_shared_prefix_changes_no_result(chat_lm, samples, monkeypatch):
+    """The prompt prefix all rows share is run once and every batch continues from its
+    cache: option scores, generated tokens and their log-probs are those of whole rows."""
+    import robustft.inference as inference
+
+    prompts = [direct_prompt(s) for s in samples[:5]]
+
+    def run():
+        return (score_options(chat_lm, samples, batch_size=5, progress=False),
+                score_options(chat_lm, samples, by="text", batch_size=5, progress=False),
+                generate(chat_lm, prompts, max_new_tokens=5, batch_size=3, progress=False))
+
+    calls = _prefix_calls(monkeypatch)
+    shared = run()
+    # The chat template's system turn and the instruction: ~20 tokens, shared by every row.
+    assert len(calls) == 3 and all(c is not None and c.length >= 15 for c in calls)
+    monkeypatch.setattr(inference, "_prefix_cache", lambda *a, **k: None)
+    whole = run()
+    for a, b in zip(shared[:2], whole[:2]):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-5, rtol=0)
+    for a, b in zip(shared[2], whole[2]):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
+
+
+def test_shared_prefix_stops_before_the_scored_tokens(lm, samples, monkeypatch):
+    """One question whose options all start with the same token: the rows share the prompt
+    and that token, but the prefix must end before the position that predicts it."""
+    one = dataclasses.replace(samples[0], options=("light red", "light blue"), answer="A")
+    calls = _prefix_calls(monkeypatch)
+    got = score_options(lm, [one], by="text", progress=False)
+    head = lm.render(direct_prompt(one)) + ANSWER_PREFIX
+    (c, x), = lm.encode_pairs([head], [" light red"])
+    assert calls[0] is not None and calls[0].length == len(c) - 1 and len(x) >= 2
+    want, _ = _brute_option_scores(lm, [one], "text")
+    np.testing.assert_allclose(got.logprobs, want, atol=TOL, rtol=0)
+
+
 # ---------------------------------------------------------------------------- generation
 def _greedy_brute(lm, prompt, max_new_tokens):
     """Greedy decoding by full recomputation, no cache, no padding, float64."""
@@ -170,6 +233,25 @@ def test_greedy_generation_is_stepwise_argmax(lm, samples):
         np.testing.assert_allclose(g.entropy, ents, atol=1e-4, rtol=0)
         assert g.text == lm.tokenizer.decode(ids, skip_special_tokens=True)
         assert g.response_entropy == pytest.approx(-lps.mean(), abs=1e-4)
+
+
+def test_generation_in_token_groups_is_stepwise_argmax(lm, samples, monkeypatch):
+    """With a small token budget per forward pass, the prompts run in groups whose caches are
+    put together for decoding (with room reserved for the new tokens); every row still gets
+    its own greedy tokens, in the prompts' order."""
+    import robustft.inference as inference
+
+    monkeypatch.setattr(inference, "CPU_TOKENS_PER_FORWARD", 60)
+    groups, real = [], inference._token_batches
+    monkeypatch.setattr(inference, "_token_batches", lambda *a: groups.append(real(*a)) or groups[-1])
+    prompts = [direct_prompt(s) + "red " * (3 * (i % 4)) for i, s in enumerate(samples[:8])]
+    gens = generate(lm, prompts, max_new_tokens=5, batch_size=8, progress=False)
+    assert len(groups[-1]) > 2  # the prefill really ran in groups
+    for p, g in zip(prompts, gens):
+        ids, lps, ents = _greedy_brute(lm, p, 5)
+        assert g.token_ids == ids
+        np.testing.assert_allclose(g.logprobs, lps, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(g.entropy, ents, atol=1e-4, rtol=0)
 
 
 def test_generation_stops_at_eos_per_row(samples):
