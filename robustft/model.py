@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import gguf
+from .progress import library_bars
 from .prompts import ANSWER_PREFIX
 from .sample import MC, Sample
 
@@ -346,7 +347,8 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
     if qconfig is not None:
         kwargs.update(quantization_config=qconfig, device_map={"": torch.cuda.current_device()})
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    with library_bars():
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     if qconfig is None:
         model = model.to(device)
     lm = LanguageModel(model.eval(), tokenizer, answer_by=answer_by, chat=chat, name=name, info=info)

@@ -11,6 +11,7 @@ it ends, so a long run is never silent for minutes; short stages stay silent.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -92,3 +93,20 @@ def _log_bar():
             super().close()
 
     return LogBar
+
+
+@contextlib.contextmanager
+def library_bars():
+    """Within this block, transformers' own progress bars (loading weights, converting a
+    GGUF file) show only where robustft's bars show (`interactive`); in a log they would
+    print a line per refresh. The caller's setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not interactive():
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
