@@ -4,7 +4,8 @@ An `Experiment` is one model with its test set and its noisy training sets (one 
 rate and run seed). `Experiment.row` gives the result of one method there — the base model
 ("vanilla"), LoRA SFT on the noisy labels ("sft"), SelfRAG, or a denoising method followed by
 the same LoRA SFT — as a plain dict: test accuracy, accuracy per category, the perplexity of
-the gold answers, and the denoising run's detection report and warnings.
+the gold answers (the set's and each question's), the number of weights trained, and the
+denoising run's detection report and warnings.
 
 Each row is appended to a `RunLog` the moment it is finished, keyed by the model's
 `LanguageModel.fingerprint`, the data, the run seed, the method, the noise rate and every
@@ -156,18 +157,25 @@ class Experiment:
 
     def _scored(self, model: LanguageModel, extra: dict | None = None) -> dict:
         result = evaluate(model, self.test, progress=False)
-        ppl = float(np.exp(np.log(perplexity(model, self.test)).mean())) if self.perplexity else None
-        return {"accuracy": result.accuracy, "by_category": result.by_category, "perplexity": ppl, **(extra or {})}
+        per_question = perplexity(model, self.test) if self.perplexity else None
+        # "perplexity": the set's (geometric mean over questions); "perplexities": one per
+        # test question, for plots of their spread (Figure 4).
+        ppl = float(np.exp(np.log(per_question).mean())) if per_question is not None else None
+        trainable = sum(p.numel() for p in model.model.parameters() if p.requires_grad)
+        return {"accuracy": result.accuracy, "by_category": result.by_category, "perplexity": ppl,
+                "perplexities": None if per_question is None else per_question.tolist(),
+                "trainable": trainable, **(extra or {})}
 
     def _compute(self, method: str, noise: int | None, run_seed: int, cfg: DenoiseConfig | None) -> dict:
         if method == "vanilla":
-            return self._scored(self.lm)
+            return self._scored(self.lm, {"trainable": 0})  # trains nothing
         train = self.train_at(noise, run_seed)
         if method == "sft":
             return self._scored(finetune(self.lm, train, seed=run_seed, progress=self.progress, **self.sft))
         if method == "selfrag":
             result = self_rag(self.lm, train, self.test, k=self.config.k, embedder=self.config.embedder)
-            return {"accuracy": result.accuracy, "by_category": result.by_category, "perplexity": None}
+            return {"accuracy": result.accuracy, "by_category": result.by_category, "perplexity": None,
+                    "perplexities": None, "trainable": 0}
         result = denoiser(method)(train, self.lm, cfg, out=self.passes_at(noise), progress=self.progress)
         tuned = finetune(self.lm, result.samples, seed=run_seed, progress=self.progress, **self.sft)
         report = dict(result.report or {})

@@ -269,9 +269,43 @@ class Setup:
     def test(self):
         return self.experiment.test
 
+    @property
+    def sft(self) -> dict:
+        """The LoRA settings of this mode's fine-tuning (`robustft.finetune` keywords)."""
+        return self.experiment.sft
+
+    @property
+    def config(self):
+        """The `DenoiseConfig` of the RobustFT rows."""
+        return self.experiment.config
+
+    @property
+    def offline(self) -> bool:
+        return self.mode == "offline"
+
     def train(self, noise: int) -> list:
-        """The noisy training set at `noise` % (this setup's seed)."""
+        """The noisy training set at `noise` % (this setup's seed); 0 gives the clean labels."""
         return self.experiment.train_at(noise, self.seed)
+
+    def passes(self, noise: int) -> Path:
+        """The folder of the expert passes on the training set at `noise` %, shared by the
+        chapters (``robustft.denoise(..., out=setup.passes(noise))`` resumes from it)."""
+        return self.experiment.passes_at(noise)
+
+    def row(self, method: str, noise: int | None = None, **kwargs) -> dict:
+        """`Experiment.row` with this setup's seed: the stored result of `method` at
+        `noise` %, or train, measure and store it."""
+        return self.experiment.row(method, noise, self.seed, **kwargs)
+
+    def out(self, chapter: str) -> Path:
+        """The chapter's own results folder, ``runs/<chapter>`` (created)."""
+        folder = self.runs / chapter
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def __str__(self) -> str:
+        data = ", ".join(f"{k} {v}" for k, v in self.experiment.data.items())
+        return f"mode {self.mode!r}: {self.lm.name}, {len(self.test)} test questions ({data})"
 
 
 def setup(mode: str | None = None, *, seed: int = 0, config=None, n_train: int | None = None,
