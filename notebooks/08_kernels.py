@@ -39,7 +39,7 @@
 # Everything here runs on a CPU. GPU timings are shown where a GPU run has left its results
 # file, and marked as missing where none has.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab: this copy of the book names no repository to install robustft from,
 # so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
@@ -50,17 +50,14 @@ if "google.colab" in sys.modules:
           'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
-import os
-
-MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU) or "gpu" (times the Triton kernels)
-RUNS = os.environ.get("ROBUSTFT_RUNS", "runs")  # results folder (the tests use a fresh one)
+MODE = None  # None: $ROBUSTFT_MODE or "offline"; "real" (SmolLM2, CPU), "gpu" (Colab)
 SEED = 0
 
-# %%
-# %matplotlib inline
+# %% tags=["hide-input"]
 import inspect
 import json
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -73,13 +70,25 @@ import torch
 from robustft import kernels
 from robustft.kernels import benchmark, torch_ops
 from robustft.kernels.reference import eager_token_stats, reference_token_stats
-from robustft.notebook import glue
+from robustft.notebook import glue, setup
+from robustft.prompts import format_question
 
-OUT = Path(RUNS) / "08_kernels"
-OUT.mkdir(parents=True, exist_ok=True)
+# %% [markdown]
+# The set-up loads the mode's model; this chapter uses it at the end, where the kernels
+# reduce that model's own hidden states. The kernels run on the device the model lives on:
+# Triton on a GPU, the chunked PyTorch path on a CPU.
+
+# %%
+S = setup(MODE, seed=SEED)  # the mode's model, test set and noisy training sets
+print(S)
 torch.manual_seed(SEED)
-device = torch.device("cuda" if MODE == "gpu" and torch.cuda.is_available() else "cpu")
-print("device:", device, "| backend chosen for it:", kernels.resolve_backend(None, device))
+device = S.lm.device  # CUDA in the gpu mode, else the CPU
+print(
+    "device:",
+    device.type,
+    "| backend chosen for it:",
+    kernels.resolve_backend(None, device),
+)
 
 # %% [markdown]
 # ## The math: statistics of a softmax in one pass
@@ -112,10 +121,11 @@ print("device:", device, "| backend chosen for it:", kernels.resolve_backend(Non
 
 # %%
 def online_stats(z, block=7):
-    """lse and entropy of one row z [V] in blocks of `block` columns: the kernel's recurrence."""
+    """lse and entropy of one row z [V] in blocks of `block` columns: the kernel's
+    recurrence."""
     m, s, u = -np.inf, 0.0, 0.0
     for start in range(0, len(z), block):
-        zb = z[start:start + block]
+        zb = z[start : start + block]
         m_new = max(m, zb.max())
         alpha = np.exp(m - m_new)  # 0 on the first block (m = -inf)
         delta = 0.0 if m == -np.inf else m - m_new
@@ -168,15 +178,20 @@ print(textwrap.dedent(inspect.getsource(eager_token_stats).split('"""')[-1]).str
 # that the traffic alone would take:
 
 # %%
-H100_GBPS = 3350  # H100 SXM HBM3 bandwidth, from NVIDIA's specification sheet (not measured here)
+# H100 SXM HBM3 bandwidth, from NVIDIA's specification sheet (not measured here)
+H100_GBPS = 3350
 H100_BF16_TFLOPS = 989  # dense bf16 tensor-core peak, same source
 
 
 def traffic(N, V, H, b=2):
     """Bytes each path moves (the table above) and the matmul's FLOPs."""
     head = b * (N * H + V * H)
-    return {"eager": b * N * V + 17 * 4 * N * V, "kernel on logits": b * N * V + 28 * N,
-            "materialised": head + 2 * b * N * V + 28 * N, "fused": head + 28 * N}, 2 * N * H * V
+    return {
+        "eager": b * N * V + 17 * 4 * N * V,
+        "kernel on logits": b * N * V + 28 * N,
+        "materialised": head + 2 * b * N * V + 28 * N,
+        "fused": head + 28 * N,
+    }, 2 * N * H * V
 
 
 MODELS = {"Qwen2.5-1.5B": (1536, 151936), "Llama-3-8B": (4096, 128256)}
@@ -185,22 +200,49 @@ rows, matmuls = [], []
 for name, (H, V) in MODELS.items():
     moved, flops = traffic(N_TOKENS, V, H)
     for path, nbytes in moved.items():
-        rows.append({"model": name, "path": path, "GB moved": nbytes / 1e9,
-                     "ms at H100 spec peak": nbytes / (H100_GBPS * 1e9) * 1e3,
-                     "logits in memory (GB)": {"eager": 3 * 4 * N_TOKENS * V, "materialised": 2 * N_TOKENS * V}.get(path, 0) / 1e9})
-    matmuls.append({"model": name, "hidden → logits matmul (TFLOP)": flops / 1e12,
-                    "ms at H100 bf16 spec peak": flops / (H100_BF16_TFLOPS * 1e12) * 1e3})
+        rows.append(
+            {
+                "model": name,
+                "path": path,
+                "GB moved": nbytes / 1e9,
+                "ms at H100 spec peak": nbytes / (H100_GBPS * 1e9) * 1e3,
+                "logits in memory (GB)": {
+                    "eager": 3 * 4 * N_TOKENS * V,
+                    "materialised": 2 * N_TOKENS * V,
+                }.get(path, 0)
+                / 1e9,
+            }
+        )
+    matmuls.append(
+        {
+            "model": name,
+            "hidden → logits matmul (TFLOP)": flops / 1e12,
+            "ms at H100 bf16 spec peak": flops / (H100_BF16_TFLOPS * 1e12) * 1e3,
+        }
+    )
 bytes_table = pd.DataFrame(rows)
-flops_table = pd.DataFrame(matmuls).set_index("model")  # arithmetic, not traffic: a table of its own
+# arithmetic, not traffic: a table of its own
+flops_table = pd.DataFrame(matmuls).set_index("model")
 q = bytes_table.set_index(["model", "path"])
-glue("eager_over_kernel", float(q.loc[("Qwen2.5-1.5B", "eager"), "GB moved"] / q.loc[("Qwen2.5-1.5B", "kernel on logits"), "GB moved"]))
-glue("logits_gb", float(q.loc[("Qwen2.5-1.5B", "materialised"), "logits in memory (GB)"]))
+glue(
+    "eager_over_kernel",
+    float(
+        q.loc[("Qwen2.5-1.5B", "eager"), "GB moved"]
+        / q.loc[("Qwen2.5-1.5B", "kernel on logits"), "GB moved"]
+    ),
+)
+glue(
+    "logits_gb", float(q.loc[("Qwen2.5-1.5B", "materialised"), "logits in memory (GB)"])
+)
 glue("matmul_ms", float(flops_table.loc["Qwen2.5-1.5B", "ms at H100 bf16 spec peak"]))
 glue("mat_ms", float(q.loc[("Qwen2.5-1.5B", "materialised"), "ms at H100 spec peak"]))
 glue("fused_ms", float(q.loc[("Qwen2.5-1.5B", "fused"), "ms at H100 spec peak"]))
 print(f"bytes moved by each path, {N_TOKENS:,} tokens in bf16:")
 display(bytes_table.round(2))
-print("the matmul from hidden states to logits, which the materialised and fused paths both do:")
+print(
+    "the matmul from hidden states to logits, which the materialised and fused paths"
+    " both do:"
+)
 display(flops_table.round(2))
 
 # %% [markdown]
@@ -223,7 +265,8 @@ display(flops_table.round(2))
 
 # %%
 source = (Path(kernels.__file__).parent / "triton_ops.py").read_text()
-loop = source[source.index("    for start in range(0, v_end, BLOCK_V):"):source.index("    s = tl.sum(s, axis=0)")]
+first = source.index("    for start in range(0, v_end, BLOCK_V):")
+loop = source[first : source.index("    s = tl.sum(s, axis=0)")]
 print(loop)
 
 # %% [markdown]
@@ -264,24 +307,34 @@ print(inspect.getsource(torch_ops._exp_moments))
 
 # %% tags=["nbval-ignore-output"]
 def compare(stats, logits, targets):
-    """Largest absolute errors of a TokenStats against the float64 reference (NaN where both are)."""
-    lse, logp, ent, arg = reference_token_stats(logits.reshape(-1, logits.shape[-1]),
-                                                None if targets is None else targets.reshape(-1))
+    """Largest absolute errors of a TokenStats against the float64 reference (NaN where
+    both are)."""
+    lse, logp, ent, arg = reference_token_stats(
+        logits.reshape(-1, logits.shape[-1]),
+        None if targets is None else targets.reshape(-1),
+    )
 
     def err(got, want):
         got, want = got.reshape(-1).double(), want
         both_nan = torch.isnan(got) & torch.isnan(want)
         assert torch.equal(torch.isnan(got), torch.isnan(want)), "NaN pattern differs"
-        diff = torch.where(got == want, 0.0, (got - want).abs())  # equal infinities: no error
+        # equal infinities: no error
+        diff = torch.where(got == want, 0.0, (got - want).abs())
         return diff[~both_nan].max().item() if (~both_nan).any() else 0.0
 
-    return {"lse": err(stats.lse, lse), "log p(target)": err(stats.logp, logp),
-            "entropy": err(stats.entropy, ent), "argmax equal": bool(torch.equal(stats.argmax.reshape(-1), arg))}
+    return {
+        "lse": err(stats.lse, lse),
+        "log p(target)": err(stats.logp, logp),
+        "entropy": err(stats.entropy, ent),
+        "argmax equal": bool(torch.equal(stats.argmax.reshape(-1), arg)),
+    }
 
 
 def sci(frame):
     """Errors in scientific notation, for display."""
-    return frame.apply(lambda col: col.map(lambda v: f"{v:.1e}") if col.dtype.kind == "f" else col)
+    return frame.apply(
+        lambda col: col.map(lambda v: f"{v:.1e}") if col.dtype.kind == "f" else col
+    )
 
 
 def irregular_cases():
@@ -296,8 +349,16 @@ def irregular_cases():
         return t
 
     yield "1823 x 781 fp32", logits(1823, 781), targets(1823, V=781)
-    yield "1823 x 781 bf16", logits(1823, 781, dtype=torch.bfloat16), targets(1823, V=781)
-    yield "257 x 50257 fp16", logits(257, 50257, dtype=torch.float16), targets(257, V=50257)
+    yield (
+        "1823 x 781 bf16",
+        logits(1823, 781, dtype=torch.bfloat16),
+        targets(1823, V=781),
+    )
+    yield (
+        "257 x 50257 fp16",
+        logits(257, 50257, dtype=torch.float16),
+        targets(257, V=50257),
+    )
     x = logits(97, 3001)
     x[:, 1000:2000] = float("-inf")  # a masked part of the vocabulary
     x[13] = float("-inf")  # a row with no distribution at all
@@ -309,9 +370,16 @@ def irregular_cases():
 
 rows = []
 for name, x, t in irregular_cases():
-    x, t = x.to(device), t.to(device)  # on a GPU: the Triton kernel (backend chosen by device)
+    # on a GPU: the Triton kernel (backend chosen by device)
+    x, t = x.to(device), t.to(device)
     stats = kernels.token_stats(x, t)
-    rows.append({"case": name, "dtype": str(x.dtype).replace("torch.", ""), **compare(stats, x, t)})
+    rows.append(
+        {
+            "case": name,
+            "dtype": str(x.dtype).replace("torch.", ""),
+            **compare(stats, x, t),
+        }
+    )
 errors = pd.DataFrame(rows).set_index("case")
 sci(errors)
 
@@ -323,7 +391,10 @@ sci(errors)
 # %%
 assert errors[["lse", "log p(target)", "entropy"]].max().max() < 1e-4, errors
 assert errors["argmax equal"].all(), errors
-print("token_stats: every statistic within 1e-4 of float64, same argmax, same NaN pattern: checked")
+print(
+    "token_stats: every statistic within 1e-4 of float64, same argmax, same NaN pattern:"
+    " checked"
+)
 
 # %% [markdown]
 # The fused path, on the same kind of input: hidden states and a weight of odd sizes, in
@@ -332,16 +403,26 @@ print("token_stats: every statistic within 1e-4 of float64, same argmax, same Na
 # %% tags=["nbval-ignore-output"]
 rows = []
 g = torch.Generator().manual_seed(SEED)
-for N, H, V, dtype in [(333, 96, 5003, torch.float32), (129, 200, 32003, torch.bfloat16)]:
+for N, H, V, dtype in [
+    (333, 96, 5003, torch.float32),
+    (129, 200, 32003, torch.bfloat16),
+]:
     h = torch.randn(N, H, generator=g).to(dtype)
     w = (torch.randn(V, H, generator=g) / H**0.5 * 4).to(dtype)
     t = torch.randint(0, V, (N,), generator=g)
     h, w, t = h.to(device), w.to(device), t.to(device)
     stats = kernels.linear_token_stats(h, w, t)
-    rows.append({"case": f"hidden {N} x {H}, weight {V} x {H}", "dtype": str(dtype).replace("torch.", ""),
-                 **compare(stats, h.double() @ w.double().T, t)})
+    rows.append(
+        {
+            "case": f"hidden {N} x {H}, weight {V} x {H}",
+            "dtype": str(dtype).replace("torch.", ""),
+            **compare(stats, h.double() @ w.double().T, t),
+        }
+    )
 linear_errors = pd.DataFrame(rows).set_index("case")
-assert linear_errors[["lse", "log p(target)", "entropy"]].max().max() < 1e-3, linear_errors
+assert linear_errors[["lse", "log p(target)", "entropy"]].max().max() < 1e-3, (
+    linear_errors
+)
 assert linear_errors["argmax equal"].all(), linear_errors
 sci(linear_errors)
 
@@ -358,7 +439,8 @@ sci(linear_errors)
 CHECK = r"""
 import json, warnings
 import torch
-warnings.filterwarnings("ignore")  # numpy warns about -inf arithmetic the kernel masks out
+# numpy warns about -inf arithmetic the kernel masks out
+warnings.filterwarnings("ignore")
 from robustft.kernels import triton_ops
 from robustft.kernels.reference import reference_token_stats
 
@@ -372,27 +454,109 @@ ref = reference_token_stats(x, t)
 def err(a, b):
     ok = ~torch.isnan(b)
     a, b = a.double()[ok], b[ok]
-    return float(torch.where(a == b, 0.0, (a - b).abs()).max())  # equal infinities: no error
-out["token_stats 37 x 1000 bf16, BLOCK_V=128"] = [err(got[0], ref[0]), err(got[1], ref[1]), err(got[2], ref[2]), bool(torch.equal(got[3], ref[3]))]
-h = torch.randn(50, 72, generator=g); w = torch.randn(300, 72, generator=g) / 8; t = torch.randint(0, 300, (50,), generator=g)
-got = triton_ops.linear_token_stats_triton(h, w, t, block_n=16, block_v=32, block_k=32, num_splits=3)
+    # equal infinities: no error
+    return float(torch.where(a == b, 0.0, (a - b).abs()).max())
+def errors(got, ref):
+    return [err(got[i], ref[i]) for i in range(3)] + [bool(torch.equal(got[3], ref[3]))]
+out["token_stats 37 x 1000 bf16, BLOCK_V=128"] = errors(got, ref)
+h = torch.randn(50, 72, generator=g)
+w = torch.randn(300, 72, generator=g) / 8
+t = torch.randint(0, 300, (50,), generator=g)
+got = triton_ops.linear_token_stats_triton(h, w, t, block_n=16, block_v=32, block_k=32,
+                                           num_splits=3)
 ref = reference_token_stats(h.double() @ w.double().T, t)
-out["linear_token_stats 50 x 72 -> 300 fp32, 16x32x32 tiles, 3 splits"] = [err(got[0], ref[0]), err(got[1], ref[1]), err(got[2], ref[2]), bool(torch.equal(got[3], ref[3]))]
+out["linear_token_stats 50 x 72 -> 300 fp32, 16x32x32 tiles, 3 splits"] = errors(got, ref)
 print(json.dumps(out))
 """
 if kernels.triton_available():
-    done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                          env=dict(os.environ, TRITON_INTERPRET="1"), timeout=300)
+    # `env VAR=1 python ...`: this process's environment, plus the interpreter switch
+    done = subprocess.run(
+        ["env", "TRITON_INTERPRET=1", sys.executable, "-c", CHECK],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    interp = pd.DataFrame(json.loads(done.stdout.strip().splitlines()[-1]),
-                          index=["lse", "log p(target)", "entropy", "argmax equal"]).T
-    assert interp[["lse", "log p(target)", "entropy"]].astype(float).max().max() < 1e-4, interp
+    interp = pd.DataFrame(
+        json.loads(done.stdout.strip().splitlines()[-1]),
+        index=["lse", "log p(target)", "entropy", "argmax equal"],
+    ).T
+    assert (
+        interp[["lse", "log p(target)", "entropy"]].astype(float).max().max() < 1e-4
+    ), interp
     assert interp["argmax equal"].all(), interp
-    print("Triton kernels in the interpreter: within 1e-4 of float64, same argmax: checked")
-    interp[["lse", "log p(target)", "entropy"]] = interp[["lse", "log p(target)", "entropy"]].astype(float)
+    print(
+        "Triton kernels in the interpreter: within 1e-4 of float64, same argmax: checked"
+    )
+    interp[["lse", "log p(target)", "entropy"]] = interp[
+        ["lse", "log p(target)", "entropy"]
+    ].astype(float)
     display(sci(interp))
 else:
-    print("triton is not installed: `pip install triton` to run the kernels in the interpreter")
+    print(
+        "triton is not installed: `pip install triton` to run the kernels in the"
+        " interpreter"
+    )
+
+# %% [markdown]
+# ## The kernels on this mode's model
+#
+# The shapes so far were made up. Here are the same two calls on the set-up's model: its last
+# hidden states $h$ for the first test questions (every position of each prompt, with the
+# next token as the target) and its own output layer $W$ — the toy model offline, SmolLM2-135M
+# in the real mode, Qwen2.5-1.5B on a GPU. The materialised path is checked against float64
+# statistics of the very logits it reduces, the fused path against float64 statistics of
+# $hW^\top$ computed in float64.
+
+# %% tags=["nbval-ignore-output"]
+N_QUESTIONS = 8  # test questions whose prompts are reduced
+base = S.lm.base_model
+weight = base.get_output_embeddings().weight.detach()  # [V, H], the output layer
+prompts = [format_question(s) for s in S.test[:N_QUESTIONS]]
+batch = S.lm.tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+with torch.no_grad():
+    hidden = base.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+    pairs = mask[:, :-1] & mask[:, 1:]  # a real position and a real next token
+    h, t = hidden[:, :-1][pairs].to(weight.dtype), ids[:, 1:][pairs]
+    logits = h @ weight.T  # materialised, in the model's dtype
+    own = {
+        "materialised: token_stats(h @ W.T)": compare(
+            kernels.token_stats(logits, t), logits, t
+        ),
+        "fused: linear_token_stats(h, W)": compare(
+            kernels.linear_token_stats(h, weight, t), h.double() @ weight.double().T, t
+        ),
+    }
+V_MODEL, H_MODEL = weight.shape
+print(
+    f"{S.lm.name}: {len(t)} positions, H = {H_MODEL:,}, V = {V_MODEL:,}, "
+    f"{str(weight.dtype).replace('torch.', '')}; its logits take "
+    f"{logits.numel() * logits.element_size() / 2**20:.1f} MiB"
+)
+model_errors = pd.DataFrame.from_dict(own, orient="index")
+backend = kernels.resolve_backend(None, device)
+model_errors = model_errors.rename_axis(f"{device.type}, {backend}")
+sci(model_errors)
+
+# %% [markdown]
+# In every mode both paths agree with float64 and pick the same greedy token as the
+# reference, on the model's own hidden states and vocabulary:
+
+# %%
+assert model_errors[["lse", "log p(target)", "entropy"]].max().max() < 1e-3, (
+    model_errors
+)
+assert model_errors["argmax equal"].all(), model_errors
+print("the mode's own model: both paths within 1e-3 of float64, same argmax: checked")
+
+# %% [markdown]
+# In [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/08_kernels.ipynb)
+# this section reduces SmolLM2-135M's own hidden states over its own vocabulary, on a CPU
+# with the chunked PyTorch path; the rest of that run is the same CPU code as here. What a
+# 135M model on a CPU cannot show is what the kernels are for: the Triton kernels' time
+# against a GPU's copy bandwidth, and the memory the fused path saves at a vocabulary of
+# Qwen2.5's size.
 
 # %% [markdown]
 # ## Memory: fused hidden → stats against materialised logits
@@ -412,7 +576,10 @@ else:
 H_MEM, V_MEM = 256, 32000
 NS = [256, 1024, 4096]
 N_VOCAB, VS = 1024, [8000, 32000, 128000]  # the vocabulary sweep, at a fixed N
-PATHS = {"materialised": "matmul + token_stats", "fused": f"fused ({kernels.resolve_backend(None, device)})"}
+PATHS = {
+    "materialised": "matmul + token_stats",
+    "fused": f"fused ({kernels.resolve_backend(None, device)})",
+}
 
 
 def peak_mib(N, V, method):
@@ -428,17 +595,39 @@ mem = []
 start = time.time()
 for N, V in [(N, V_MEM) for N in NS] + [(N_VOCAB, V) for V in VS if V != V_MEM]:
     for path, method in PATHS.items():
-        mem.append({"N": N, "V": V, "path": path, "peak extra MiB": peak_mib(N, V, method),
-                    "fp32 logits MiB": N * V * 4 / 2**20})
+        mem.append(
+            {
+                "N": N,
+                "V": V,
+                "path": path,
+                "peak extra MiB": peak_mib(N, V, method),
+                "fp32 logits MiB": N * V * 4 / 2**20,
+            }
+        )
 mem = pd.DataFrame(mem)
 print(f"{time.time() - start:.0f} s")
 mem.pivot(index=["N", "V"], columns="path", values="peak extra MiB").assign(
-    **{"fp32 logits MiB": mem.groupby(["N", "V"])["fp32 logits MiB"].first()}).round(1)
+    **{"fp32 logits MiB": mem.groupby(["N", "V"])["fp32 logits MiB"].first()}
+).round(1)
 
 # %% tags=["nbval-ignore-output"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-sweeps = [("N", mem[mem["V"] == V_MEM], NS, lambda N: N * V_MEM * 4 / 2**20, f"rows N (tokens), V = {V_MEM:,}"),
-          ("V", mem[mem["N"] == N_VOCAB], VS, lambda V: N_VOCAB * V * 4 / 2**20, f"vocabulary V, N = {N_VOCAB:,}")]
+sweeps = [
+    (
+        "N",
+        mem[mem["V"] == V_MEM],
+        NS,
+        lambda N: N * V_MEM * 4 / 2**20,
+        f"rows N (tokens), V = {V_MEM:,}",
+    ),
+    (
+        "V",
+        mem[mem["N"] == N_VOCAB],
+        VS,
+        lambda V: N_VOCAB * V * 4 / 2**20,
+        f"vocabulary V, N = {N_VOCAB:,}",
+    ),
+]
 for ax, (col, data, xs, logits, xlabel) in zip(axes, sweeps):
     for path, style in zip(PATHS, ("o-", "D-")):
         d = data[data["path"] == path].sort_values(col)
@@ -452,7 +641,10 @@ for ax, (col, data, xs, logits, xlabel) in zip(axes, sweeps):
     ax.set_title(f"peak extra memory against {col}")
 axes[0].set_ylabel("peak extra memory (MiB)")
 axes[0].legend(loc="upper left", fontsize=9)
-fig.suptitle(f"{device.type.upper()}, H = {H_MEM}, float32: materialised logits against the fused path")
+fig.suptitle(
+    f"{device.type.upper()}, H = {H_MEM}, float32: materialised logits against the fused"
+    " path"
+)
 fig.tight_layout()
 m = mem.set_index(["N", "V", "path"])["peak extra MiB"]
 glue("mem_mat", float(m[NS[-1], V_MEM, "materialised"]))
@@ -465,14 +657,19 @@ glue("mem_mat_vmax", float(m[N_VOCAB, VS[-1], "materialised"]));
 # %%
 m = mem.set_index(["N", "V", "path"])["peak extra MiB"]
 logits_mib = NS[-1] * V_MEM * 4 / 2**20
-assert m[NS[-1], V_MEM, "materialised"] >= 0.9 * logits_mib, m  # it holds the whole logit matrix
-assert m[NS[-1], V_MEM, "fused"] <= 0.25 * logits_mib, m  # a tile per worker, not the matrix
-# Over the vocabulary sweep: materialised grows with V, fused does not (within 2x + 8 MiB of its
-# smallest-V peak, for a vocabulary 16 times larger).
+# it holds the whole logit matrix
+assert m[NS[-1], V_MEM, "materialised"] >= 0.9 * logits_mib, m
+# a tile per worker, not the matrix
+assert m[NS[-1], V_MEM, "fused"] <= 0.25 * logits_mib, m
+# Over the vocabulary sweep: materialised grows with V, fused does not (within 2x + 8
+# MiB of its smallest-V peak, for a vocabulary 16 times larger).
 assert m[N_VOCAB, VS[-1], "materialised"] >= 0.9 * N_VOCAB * VS[-1] * 4 / 2**20, m
 assert m[N_VOCAB, VS[-1], "fused"] <= 2 * m[N_VOCAB, VS[0], "fused"] + 8, m
-print(f"at N = {NS[-1]}: materialised holds the logits, fused stays under a quarter of them; "
-      f"from V = {VS[0]:,} to {VS[-1]:,} the fused peak stays flat: checked")
+print(
+    f"at N = {NS[-1]}: materialised holds the logits, fused stays under a quarter of"
+    " them; "
+    f"from V = {VS[0]:,} to {VS[-1]:,} the fused peak stays flat: checked"
+)
 
 # %% [markdown]
 # The materialised path's peak grows with $N$ and follows the size of the float32 logits
@@ -502,27 +699,59 @@ results = {}
 for path in sorted(benchmark.RESULTS_DIR.glob("*.json")):
     data = json.loads(path.read_text())
     results[path.stem] = data
-    print(f"{path.name}: {data['meta']['device_name']} ({data['meta']['device']}), {data['meta']['date']}, "
-          f"torch {data['meta']['torch']}, copy bandwidth {data['meta']['copy_GBps']:.1f} GB/s")
+    print(
+        f"{path.name}: {data['meta']['device_name']} ({data['meta']['device']}), "
+        f"{data['meta']['date']}, "
+        f"torch {data['meta']['torch']}, "
+        f"copy bandwidth {data['meta']['copy_GBps']:.1f} GB/s"
+    )
 gpu_runs = [k for k, d in results.items() if d["meta"]["device"] == "cuda"]
 cpu_runs = [k for k, d in results.items() if d["meta"]["device"] == "cpu"]
 if not gpu_runs:
-    print("GPU results: MISSING. No kernels/results/cuda-*.json yet; the Triton kernels have not been "
-          "timed on hardware. Run `python -m robustft.kernels.benchmark` on a CUDA machine to add them.")
+    print(
+        "GPU results: MISSING. No kernels/results/cuda-*.json yet; the Triton kernels"
+        " have not been timed on hardware. Run `python -m robustft.kernels.benchmark`"
+        " on a CUDA machine to add them."
+    )
 
 # %%
 def token_table(run):
     rows = [r for r in results[run]["rows"] if r["op"] == "token_stats"]
-    return pd.DataFrame([{"N": r["N"], "V": r["V"], "dtype": r["dtype"], "method": r["method"],
-                          "ms (median)": r["ms"], "GB/s": r["GB/s"], "% of copy bandwidth": r["pct_copy_bw"],
-                          "peak extra MiB": r["peak_extra_MiB"]} for r in rows])
+    return pd.DataFrame(
+        [
+            {
+                "N": r["N"],
+                "V": r["V"],
+                "dtype": r["dtype"],
+                "method": r["method"],
+                "ms (median)": r["ms"],
+                "GB/s": r["GB/s"],
+                "% of copy bandwidth": r["pct_copy_bw"],
+                "peak extra MiB": r["peak_extra_MiB"],
+            }
+            for r in rows
+        ]
+    )
 
 
 def linear_table(run):
     rows = [r for r in results[run]["rows"] if r["op"] == "linear_token_stats"]
-    return pd.DataFrame([{"N": r["N"], "H": r["H"], "V": r["V"], "model": r["model"], "dtype": r["dtype"],
-                          "method": r["method"], "ms (median)": r["ms"], "TFLOP/s": r["TFLOP/s"],
-                          "peak extra MiB": r["peak_extra_MiB"]} for r in rows])
+    return pd.DataFrame(
+        [
+            {
+                "N": r["N"],
+                "H": r["H"],
+                "V": r["V"],
+                "model": r["model"],
+                "dtype": r["dtype"],
+                "method": r["method"],
+                "ms (median)": r["ms"],
+                "TFLOP/s": r["TFLOP/s"],
+                "peak extra MiB": r["peak_extra_MiB"],
+            }
+            for r in rows
+        ]
+    )
 
 
 for run in cpu_runs + gpu_runs:
@@ -547,32 +776,70 @@ for run in cpu_runs + gpu_runs:
 # %%
 cpu_tok = token_table(cpu_runs[0]) if cpu_runs else None
 if cpu_tok is not None:
-    key = (cpu_tok["N"] == 4096) & (cpu_tok["V"] == 32000) & (cpu_tok["dtype"] == "fp32")
+    key = (
+        (cpu_tok["N"] == 4096) & (cpu_tok["V"] == 32000) & (cpu_tok["dtype"] == "fp32")
+    )
     t = cpu_tok[key].set_index("method")
-    glue("cpu_speedup", float(t.loc["eager", "ms (median)"] / t.loc["torch chunked", "ms (median)"]))
-    glue("cpu_mem_ratio", float(t.loc["eager", "peak extra MiB"] / t.loc["torch chunked", "peak extra MiB"]))
+    glue(
+        "cpu_speedup",
+        float(t.loc["eager", "ms (median)"] / t.loc["torch chunked", "ms (median)"]),
+    )
+    glue(
+        "cpu_mem_ratio",
+        float(
+            t.loc["eager", "peak extra MiB"] / t.loc["torch chunked", "peak extra MiB"]
+        ),
+    )
     assert t.loc["torch chunked", "ms (median)"] < t.loc["eager", "ms (median)"], t
-    assert t.loc["torch chunked", "peak extra MiB"] < 0.25 * t.loc["eager", "peak extra MiB"], t
+    assert (
+        t.loc["torch chunked", "peak extra MiB"]
+        < 0.25 * t.loc["eager", "peak extra MiB"]
+    ), t
     for (N, V, dt), cfg in cpu_tok.groupby(["N", "V", "dtype"]):
         ms = cfg.set_index("method")["ms (median)"]
-        glue(f"compile_over_chunked_{N}_{V}_{dt}", float(ms["torch.compile"] / ms["torch chunked"]))
-        assert ms["torch chunked"] < ms["torch.compile"] < ms["eager"], (N, V, dt, ms)  # compile: in between
-    print("stored CPU run: the chunked path is faster than eager and needs under a quarter of its memory; "
-          "torch.compile lands between the two at every shape: checked")
+        glue(
+            f"compile_over_chunked_{N}_{V}_{dt}",
+            float(ms["torch.compile"] / ms["torch chunked"]),
+        )
+        # compile: in between
+        assert ms["torch chunked"] < ms["torch.compile"] < ms["eager"], (N, V, dt, ms)
+    print(
+        "stored CPU run: the chunked path is faster than eager and needs under a quarter"
+        " of its memory; "
+        "torch.compile lands between the two at every shape: checked"
+    )
 
 # %%
 runs = cpu_runs + gpu_runs
-tok = pd.concat([token_table(r).assign(run=r, device=results[r]["meta"]["device"]) for r in runs])
-lin = pd.concat([linear_table(r).assign(run=r, device=results[r]["meta"]["device"]) for r in runs])
-tok["shape"] = [f"{n:,} × {v:,}\n{dt}" for n, v, dt in zip(tok["N"], tok["V"], tok["dtype"])]
+tok = pd.concat(
+    [token_table(r).assign(run=r, device=results[r]["meta"]["device"]) for r in runs]
+)
+lin = pd.concat(
+    [linear_table(r).assign(run=r, device=results[r]["meta"]["device"]) for r in runs]
+)
+tok["shape"] = [
+    f"{n:,} × {v:,}\n{dt}" for n, v, dt in zip(tok["N"], tok["V"], tok["dtype"])
+]
 shapes = list(dict.fromkeys(tok["shape"]))
 series = list(dict.fromkeys(zip(tok["device"], tok["method"])))
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.5, 1]})
+fig, axes = plt.subplots(
+    1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1.5, 1]}
+)
 ax, width = axes[0], 0.8 / len(series)
-for j, (dev, method) in enumerate(series):  # one bar per shape and method: separate measurements
-    d = tok[(tok["device"] == dev) & (tok["method"] == method)].set_index("shape").reindex(shapes)
-    ax.bar(np.arange(len(shapes)) + (j - (len(series) - 1) / 2) * width, d["% of copy bandwidth"], width,
-           label=f"{method} ({dev})")
+for j, (dev, method) in enumerate(
+    series
+):  # one bar per shape and method: separate measurements
+    d = (
+        tok[(tok["device"] == dev) & (tok["method"] == method)]
+        .set_index("shape")
+        .reindex(shapes)
+    )
+    ax.bar(
+        np.arange(len(shapes)) + (j - (len(series) - 1) / 2) * width,
+        d["% of copy bandwidth"],
+        width,
+        label=f"{method} ({dev})",
+    )
 ax.set_xticks(range(len(shapes)), shapes, fontsize=10)
 ax.set_xlabel("logits N × V, dtype")
 ax.set_ylabel("% of the device's copy bandwidth")
@@ -587,8 +854,12 @@ ax.tick_params(axis="y", labelsize=10)
 ax.set_xlabel("peak extra memory (MiB)")
 first = lin.iloc[0]
 ax.set_title(f"linear_token_stats: {first['N']}×{first['H']} → {first['V']:,}")
-fig.suptitle("stored benchmark runs: " + ", ".join(runs)
-             + ("" if gpu_runs else " (GPU results missing: CPU only)"), color="black" if gpu_runs else "tab:red")
+fig.suptitle(
+    "stored benchmark runs: "
+    + ", ".join(runs)
+    + ("" if gpu_runs else " (GPU results missing: CPU only)"),
+    color="black" if gpu_runs else "tab:red",
+)
 fig.tight_layout()
 
 # %% [markdown]
