@@ -622,6 +622,15 @@ if S.offline:  # the toy model's results
     )
 
 # %% [markdown]
+# **With a real model.** [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/04_relabel.ipynb)
+# runs every cell above with SmolLM2-135M-Instruct on 48 questions of each official noisy
+# file: retrieval over real questions, CER with real worked examples and both reviews, each
+# measured against the true labels of `labeled.csv`. What it cannot show is what the toy makes
+# visible. ARC has no houses and no record of which facts the model read, so the housemate
+# measure and the seen/never-seen tables are empty there; and a 135M model answers ARC about
+# as well as a guess, so whether worked examples help a model that can use them is a question
+# for a larger one (`MODE = "gpu"`).
+#
 # ## Summary
 #
 # - Each flagged question is embedded (`embed`; MiniLM by default) and gets its k most similar
