@@ -27,9 +27,10 @@
 # 4. **export** to the formats fine-tuning frameworks read, and what happens with **bad input**.
 #
 # The paper's own files (`labeled.csv`, `noisy/noisy{30,50,70}.csv`, `test.csv`) have the same
-# shape; on a GPU machine set `MODE = "gpu"` below and point `OFFICIAL_DIR` at them.
+# shape; set `MODE = "real"` (SmolLM2 on a CPU) or `"gpu"` (Colab) below to run the chapter on
+# them (`setup` reads the folder from `$ROBUSTFT_DATA`).
 
-# %%
+# %% tags=["hide-input"]
 # On Colab: this copy of the book names no repository to install robustft from,
 # so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
@@ -40,16 +41,11 @@ if "google.colab" in sys.modules:
           'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
-import os
-
-MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU, no downloads) or "gpu"
-OFFICIAL_DIR = os.environ.get("ROBUSTFT_DATA", "RobustFT/data/arc")  # used in gpu mode
-RUNS = os.environ.get("ROBUSTFT_RUNS", "runs")  # results folder (the tests use a fresh one)
-NOISE = 30  # percent of wrong labels: one of the paper's rates, robustft.data.NOISE_LEVELS
+MODE = None  # None: $ROBUSTFT_MODE or "offline"; "real" (SmolLM2, CPU); "gpu" (Colab)
 SEED = 0
+NOISE = 30  # percent of wrong labels: one of the paper's rates (data.NOISE_LEVELS)
 
-# %%
-# %matplotlib inline
+# %% tags=["hide-input"]
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -57,9 +53,7 @@ import pandas as pd
 
 import robustft
 from robustft import prompts
-
-OUT = Path(RUNS) / "01_data"
-OUT.mkdir(parents=True, exist_ok=True)
+from robustft.notebook import setup
 
 # %% [markdown]
 # ## The data
@@ -68,23 +62,27 @@ OUT.mkdir(parents=True, exist_ok=True)
 # cities and practise trades. The tiny model of the next chapters has read about some of
 # these facts and never about others — as a real LLM knows some of MMLU and not the rest.
 # Training and test questions ask about the same facts, worded and shuffled independently.
+# In the other modes they are a subset of the rows of the paper's ARC files. One call gives
+# the model, the test set and the training sets of the mode; `S.train(0)` is the training
+# set with its clean labels.
 
 # %%
-if MODE == "offline":
-    from robustft.offline import make_benchmark
-
-    bench = make_benchmark(seed=SEED)
-    train, test = bench.train, bench.test
-else:
-    data = robustft.load_official(OFFICIAL_DIR, noise=0)  # clean labels; noise comes next
-    train, test = data.train, data.test
+S = setup(MODE, seed=SEED)  # the mode's model, test set and noisy training sets
+print(S)
+train, test = S.train(0), S.test  # clean labels; noise comes next
+OUT = S.out("01_data")
 print(f"{len(train)} training and {len(test)} test questions")
 
 # %%
 def table(samples, n=5):
-    """The first n samples as a table: the columns of the official CSV, plus the category."""
-    return pd.DataFrame([{"id": s.id, "question": s.question, "options": " | ".join(s.options),
-                          "answer": s.answer, "category": s.category} for s in samples[:n]])
+    """The first n samples as a table: the official CSV's columns and the category."""
+    return pd.DataFrame(
+        [
+            {"id": s.id, "question": s.question, "options": " | ".join(s.options),
+             "answer": s.answer, "category": s.category}
+            for s in samples[:n]
+        ]
+    )
 
 
 table(train)
@@ -92,10 +90,12 @@ table(train)
 # %% [markdown]
 # Each question belongs to a category. In the offline benchmark the categories are the three
 # kinds of question: where someone lives (shared by everyone in a house), their trade, and
-# where their mentor lives (a two-hop question that reasoning step by step can answer).
+# where their mentor lives (a two-hop question that reasoning step by step can answer). The
+# paper's ARC files have no categories: there every question counts under `None`.
 
 # %%
-pd.Series([s.category for s in train]).value_counts().rename("training questions").to_frame()
+categories = pd.Series([s.category for s in train], dtype=object)
+categories.value_counts(dropna=False).rename("training questions").to_frame()
 
 # %% [markdown]
 # A model never sees the sample object, only text. Every prompt lives in
@@ -115,13 +115,15 @@ print(prompts.direct_prompt(train[0]) + prompts.answer_line(train[0]))
 rows = []
 for noise in robustft.data.NOISE_LEVELS:  # the paper's rates
     noisy, changed = robustft.inject_noise(train, noise / 100, seed=SEED)
+    same = sum(noisy[i].answer == train[i].answer for i in changed)
     rows.append({"noise": f"{noise}%", "labels changed": len(changed),
                  "measured rate": f"{len(changed) / len(train):.3f}",
-                 "changed to the same letter": sum(noisy[i].answer == train[i].answer for i in changed)})
+                 "changed to the same letter": same})
 pd.DataFrame(rows)
 
 # %%
-for noise, row in zip(robustft.data.NOISE_LEVELS, rows):  # exactly round(rate * N), each a real change
+# Exactly round(rate * N) labels changed, each a real change.
+for noise, row in zip(robustft.data.NOISE_LEVELS, rows):
     assert row["labels changed"] == round(noise / 100 * len(train)), row
     assert row["changed to the same letter"] == 0, row
 print("exact noise counts, no label changed to itself: checked")
@@ -133,30 +135,35 @@ print("exact noise counts, no label changed to itself: checked")
 
 # %%
 noisy_train, changed = robustft.inject_noise(train, NOISE / 100, seed=SEED)
-letters = "ABCD"
-grid = pd.crosstab(pd.Series([s.clean_answer for s in noisy_train], name="clean answer"),
-                   pd.Series([s.answer for s in noisy_train], name="given answer")).reindex(index=list(letters), columns=list(letters), fill_value=0)
+letters = list(max((s.letters for s in noisy_train), key=len))  # "ABCD" here
+clean_answers = pd.Series([s.clean_answer for s in noisy_train], name="clean answer")
+given_answers = pd.Series([s.answer for s in noisy_train], name="given answer")
+grid = pd.crosstab(clean_answers, given_answers)
+grid = grid.reindex(index=letters, columns=letters, fill_value=0)
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
 ax1.imshow(grid.values, cmap="Blues")
-for i in range(4):
-    for j in range(4):
-        ax1.text(j, i, grid.values[i, j], ha="center", va="center", color="black" if i != j else "white")
-ax1.set_xticks(range(4), letters)
-ax1.set_yticks(range(4), letters)
+for i in range(len(letters)):
+    for j in range(len(letters)):
+        color = "black" if i != j else "white"
+        ax1.text(j, i, grid.values[i, j], ha="center", va="center", color=color)
+ax1.set_xticks(range(len(letters)), letters)
+ax1.set_yticks(range(len(letters)), letters)
 ax1.set_xlabel("given (noisy) answer")
 ax1.set_ylabel("clean answer")
 ax1.set_title(f"{NOISE}% noise: {len(changed)} of {len(train)} labels wrong")
-counts = pd.DataFrame({"clean": pd.Series([s.clean_answer for s in noisy_train]).value_counts(),
-                       "noisy": pd.Series([s.answer for s in noisy_train]).value_counts()}).reindex(list(letters))
+counts = pd.DataFrame(
+    {"clean": clean_answers.value_counts(), "noisy": given_answers.value_counts()}
+).reindex(letters)
 counts.plot.bar(ax=ax2, rot=0)
 ax2.legend(loc="lower right")
 ax2.set_title("answer letters")
 fig.tight_layout()
 
 # %%
-# Uniform over the other options: in every row of the grid the wrong letters share the row's
-# changed labels about evenly (each within half of the even share, plus a few for small rows).
+# Uniform over the other options: in every row of the grid the wrong letters share the
+# row's changed labels about evenly (each within half of the even share, plus a few for
+# small rows).
 for clean in letters:
     wrong = [grid.loc[clean, given] for given in letters if given != clean]
     even = sum(wrong) / len(wrong)
@@ -173,6 +180,19 @@ print("wrong labels:", sum(s.is_noisy for s in noisy_train))
 print("first changed rows:", changed[:10])
 
 # %% [markdown]
+# The later chapters take their noisy training sets from `S.train(noise)`. Offline that is
+# this very injection (same seed, same wrong labels); in the real modes it is the paper's own
+# `noisy/noisyNN.csv`, whose wrong labels their injector chose, so its measured rate is what
+# the paper's file holds on this subset.
+
+# %%
+given = S.train(NOISE)  # what the later chapters train on at NOISE %
+rate = sum(s.is_noisy for s in given) / len(given)
+print(f"S.train({NOISE}): {len(given)} questions, {rate:.3f} of the labels wrong")
+if S.offline:  # offline only: there S.train injects the noise exactly as above
+    assert [s.answer for s in given] == [s.answer for s in noisy_train]
+
+# %% [markdown]
 # ## Export
 #
 # The denoised set goes to a fine-tuning framework. `to_alpaca` writes Alpaca JSON (as
@@ -186,7 +206,10 @@ chat = robustft.to_messages(noisy_train, OUT / f"noisy{NOISE}.jsonl")
 csv_path = robustft.to_official_csv(noisy_train, OUT / f"noisy{NOISE}.csv")
 for path in (alpaca, chat, csv_path):
     back = robustft.load_samples(path)
-    same = all((a.id, a.question, a.options, a.answer) == (b.id, b.question, b.options, b.answer) for a, b in zip(back, noisy_train))
+    same = all(
+        (a.id, a.question, a.options, a.answer) == (b.id, b.question, b.options, b.answer)
+        for a, b in zip(back, noisy_train)
+    )
     print(f"{path}: {len(back)} samples, identical on reading back: {same}")
     assert same and len(back) == len(noisy_train), path
 
@@ -212,7 +235,9 @@ except robustft.DataError as e:
     print(e)
 
 # %%
-bad.write_text('id,question,options,answer\nq1,"Which is a colour?","[""red"", ""cat""]",C\n')
+bad.write_text(
+    'id,question,options,answer\nq1,"Which is a colour?","[""red"", ""cat""]",C\n'
+)
 try:
     robustft.load_samples(bad)
 except robustft.DataError as e:
@@ -230,6 +255,12 @@ except robustft.DataError as e:
 #   kept so every later stage can be scored against the truth.
 # - The loaders read the official CSVs, JSON/JSONL and Alpaca files, and say exactly where
 #   a file is wrong.
+#
+# **With a real model.** This chapter asks no model anything:
+# [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/01_data.ipynb) shows
+# the same steps on ARC questions — the injection's exact counts, the paper's own noisy file,
+# exports that read back unchanged. What a 135M model can and cannot do with such labels is
+# the subject of the next chapters.
 #
 # **Exercises.** (1) Inject 70 % noise and check that no label was "changed" to itself.
 # (2) Load an official file with `load_official(folder, noise=50)` and print
