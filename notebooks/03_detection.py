@@ -30,11 +30,12 @@
 # 5. a **browser** of the flagged samples, to read them one by one.
 #
 # Offline, the model is the shipped toy of chapter 2 and the noise is injected with the seed
-# of chapter 1. On a GPU set `MODE = "gpu"`: the same cells run Qwen2.5-1.5B-Instruct in 4
-# bits (roughly 1 GB of weights, so Colab's free T4 with 16 GB holds it with room for the
-# batched generation) on the official noisy CSVs, whose `labeled.csv` gives the true labels.
+# of chapter 1. With `MODE = "real"` the same cells run SmolLM2-135M-Instruct on a laptop CPU
+# on a subset of the paper's ARC files; with `MODE = "gpu"` they run Qwen2.5-1.5B-Instruct in
+# 4 bits (roughly 1 GB of weights, so Colab's free T4 with 16 GB holds it with room for the
+# batched generation) on the official noisy CSVs. There `labeled.csv` gives the true labels.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab: this copy of the book names no repository to install robustft from,
 # so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
@@ -45,59 +46,39 @@ if "google.colab" in sys.modules:
           'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
-import os
-
-from robustft.data import NOISE_LEVELS
-
-MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU, no downloads) or "gpu"
-MODEL_ID = os.environ.get("ROBUSTFT_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")  # used in gpu mode
-OFFICIAL_DIR = os.environ.get("ROBUSTFT_DATA", "RobustFT/data/arc")  # used in gpu mode
-RUNS = os.environ.get("ROBUSTFT_RUNS", "runs")  # results folder (the tests use a fresh one)
-NOISE_LEVELS = list(NOISE_LEVELS)  # the paper's rates: 30, 50, 70 % wrong labels
+MODE = None  # None: $ROBUSTFT_MODE or "offline"; "real" (SmolLM2, CPU); "gpu" (Colab)
 SEED = 0
+NOISE_LEVELS = [30, 50, 70]  # the paper's rates of wrong labels (%)
 
-# %%
-# %matplotlib inline
+# %% tags=["hide-input"]
 import html
-from pathlib import Path
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
 import robustft
-from robustft import DenoiseConfig, prompts
+from robustft import prompts
 from robustft.detect import run_detection_experts
-from robustft.notebook import glue
-
-pd.set_option("display.max_colwidth", 80)  # whole questions in the tables
+from robustft.notebook import glue, setup
 
 # %% [markdown]
 # ## The model and the noisy sets
 #
 # One model plays both experts. Offline it is the toy model of chapter 2; the noisy training
 # sets are the benchmark's training questions with 30, 50 and 70 % of the labels replaced by
-# another option, as in chapter 1.
+# another option, as in chapter 1. In the other modes they are the paper's own noisy files.
 
 # %%
-if MODE == "offline":
-    from robustft.offline import ToyConfig, make_benchmark
-
-    config = ToyConfig.for_seed(SEED)
-    bench = make_benchmark(config.world)
-    lm = robustft.load_model("toy", config=config, progress=False)  # the shipped weights
-
-    def train_at(noise):
-        return robustft.inject_noise(bench.train, noise / 100, seed=SEED)[0]
-else:
-    lm = robustft.load_model(MODEL_ID, quantize="4bit")
-
-    def train_at(noise):  # the paper's noisy file; labeled.csv gives each sample's true label
-        return robustft.load_official(OFFICIAL_DIR, noise=noise).train
-
-trains = {noise: train_at(noise) for noise in NOISE_LEVELS}
-print(f"{lm.name}: {len(trains[NOISE_LEVELS[0]])} training questions at each of {NOISE_LEVELS} % noise")
+S = setup(MODE, seed=SEED)  # the mode's model, test set and noisy training sets
+print(S)
+lm = S.lm
+pd.set_option("display.max_colwidth", 80)  # whole questions in the tables
+trains = {noise: S.train(noise) for noise in NOISE_LEVELS}
+print(f"{lm.name}: {len(trains[NOISE_LEVELS[0]])} training questions at each of "
+      f"{NOISE_LEVELS} % noise")
 
 # %% [markdown]
 # ## Two experts
@@ -117,12 +98,14 @@ print(f"{lm.name}: {len(trains[NOISE_LEVELS[0]])} training questions at each of 
 # %% tags=["nbval-ignore-output"]
 few = trains[NOISE_LEVELS[0]][:6]
 direct, reasoning = run_detection_experts(lm, few, progress=False)
-pd.DataFrame({"question": [s.question for s in few],
-              "given label": [s.answer for s in few],
-              "true label": [s.clean_answer for s in few],
-              "direct expert": direct.answers,
-              "p(direct answer)": np.nanmax(direct.probs, axis=1).round(2),
-              "reasoning expert": [a or "none" for a in reasoning.answers]})
+pd.DataFrame(
+    {"question": [s.question for s in few],
+     "given label": [s.answer for s in few],
+     "true label": [s.clean_answer for s in few],
+     "direct expert": direct.answers,
+     "p(direct answer)": np.nanmax(direct.probs, axis=1).round(2),
+     "reasoning expert": [a or "none" for a in reasoning.answers]}
+)
 
 # %% [markdown]
 # An expert can also give *no* answer: the reasoning expert writes its own final answer, and
@@ -143,26 +126,33 @@ print(prompts.reasoning_prompt(few[0]) + reasoning.texts[0])
 
 # %% tags=["nbval-ignore-output"]
 labels = [s.answer for s in few]
-pd.DataFrame({"given label": labels, "direct": direct.answers, "reasoning": [a or "none" for a in reasoning.answers],
-              "noisy (both must agree)": robustft.detect_noise(labels, direct.answers, reasoning.answers),
-              "noisy (one is enough)": robustft.detect_noise(labels, direct.answers, reasoning.answers,
-                                                             checker="either"),
-              "truly noisy": [s.is_noisy for s in few]})
+pd.DataFrame(
+    {"given label": labels,
+     "direct": direct.answers,
+     "reasoning": [a or "none" for a in reasoning.answers],
+     "noisy (both must agree)": robustft.detect_noise(
+         labels, direct.answers, reasoning.answers),
+     "noisy (one is enough)": robustft.detect_noise(
+         labels, direct.answers, reasoning.answers, checker="either"),
+     "truly noisy": [s.is_noisy for s in few]}
+)
 
 # %% [markdown]
 # ## The whole training set, at three noise rates
 #
 # `robustft.denoise` runs the whole chain (this chapter's detection, then the next chapters'
 # relabeling and selection) and stores every expert batch in a run folder. The next two
-# chapters use the same folders, so the experts run once per noise rate for the whole book.
+# chapters use the same folders (`S.passes(noise)`), so the experts run once per noise rate
+# for the whole book.
 # `result.provenance` says for every sample what each expert answered and whether it was
 # flagged; `result.report` scores the flags against the true labels.
 
 # %% tags=["nbval-ignore-output"]
 results = {}
 for noise in NOISE_LEVELS:
-    results[noise] = robustft.denoise(trains[noise], lm, DenoiseConfig(),
-                                      out=Path(RUNS) / "denoise" / f"seed{SEED}-noise{noise}", progress=False)
+    results[noise] = robustft.denoise(
+        trains[noise], lm, S.config, out=S.passes(noise), progress=False
+    )
     print(f"{noise} % noise: expert passes {results[noise].stats['seconds']} s")
 
 # %% [markdown]
@@ -171,8 +161,10 @@ for noise in NOISE_LEVELS:
 # %%
 for noise, result in results.items():
     prov, train = result.provenance, trains[noise]
-    again = robustft.detect_noise([s.answer for s in train], [p["direct"] for p in prov],
-                                  [p["reasoning"] for p in prov], [s.task for s in train])
+    again = robustft.detect_noise(
+        [s.answer for s in train], [p["direct"] for p in prov],
+        [p["reasoning"] for p in prov], [s.task for s in train],
+    )
     assert (again == np.array([p["noisy"] for p in prov])).all(), noise
 print("the provenance's flags are detect_noise of the experts' answers: checked")
 
@@ -186,9 +178,12 @@ print("the provenance's flags are detect_noise of the experts' answers: checked"
 # back right, come back wrong, or be dropped.
 
 # %% tags=["nbval-ignore-output"]
-detection = pd.DataFrame([{"noise (%)": noise, "noisy labels": r.report["noisy"], "flagged": r.report["flagged"],
-                           "precision": r.report["precision"], "recall": r.report["recall"], "F1": r.report["f1"]}
-                          for noise, r in results.items()]).set_index("noise (%)")
+detection = pd.DataFrame(
+    [{"noise (%)": noise, "noisy labels": r.report["noisy"],
+      "flagged": r.report["flagged"], "precision": r.report["precision"],
+      "recall": r.report["recall"], "F1": r.report["f1"]}
+     for noise, r in results.items()]
+).set_index("noise (%)")
 for noise in NOISE_LEVELS:
     for k in ("precision", "recall"):
         glue(f"{k}_{noise}", float(detection.loc[noise, k]))
@@ -204,8 +199,10 @@ for noise, result in results.items():
     prov, train = result.provenance, trains[noise]
     truth = [s.is_noisy for s in train]
     for checker in ("agree", "either"):
-        flags = robustft.detect_noise([s.answer for s in train], [p["direct"] for p in prov],
-                                      [p["reasoning"] for p in prov], checker=checker)
+        flags = robustft.detect_noise(
+            [s.answer for s in train], [p["direct"] for p in prov],
+            [p["reasoning"] for p in prov], checker=checker,
+        )
         p, r, f, _ = precision_recall_fscore_support(truth, flags, average="binary")
         rows.append({"noise (%)": noise, "checker": checker, "flagged": int(flags.sum()),
                      "precision": p, "recall": r, "F1": f})
@@ -214,24 +211,27 @@ checkers.round(3)
 
 # %%
 agree = checkers.xs("agree", level="checker")
-assert np.allclose(agree[["precision", "recall", "F1"]].values,
-                   detection[["precision", "recall", "F1"]].values.astype(float))
-if MODE == "offline":  # the toy model's bands
+scores = ["precision", "recall", "F1"]
+assert np.allclose(agree[scores].values, detection[scores].values.astype(float),
+                   equal_nan=True)
+if S.offline:  # the toy model's bands (offline only: see below)
     assert (agree["recall"] >= 0.9).all(), agree  # almost every wrong label is caught
     precision = agree["precision"].values
-    assert all(a < b for a, b in zip(precision, precision[1:])), precision  # more noise, more precise flags
-    assert (precision > np.array(NOISE_LEVELS) / 100).all(), precision  # better than flagging everything
-    assert (checkers.xs("either", level="checker")["recall"] < agree["recall"]).all()  # looser rule misses more
-    print("recall >= 0.9 at every rate; precision above the share of wrong labels and rising with the noise; "
-          "the looser checker misses more: checked")
+    # More noise, more precise flags; better than flagging everything:
+    assert all(a < b for a, b in zip(precision, precision[1:])), precision
+    assert (precision > np.array(NOISE_LEVELS) / 100).all(), precision
+    # The looser rule misses more:
+    assert (checkers.xs("either", level="checker")["recall"] < agree["recall"]).all()
+    print("recall >= 0.9 at every rate; precision above the share of wrong labels and "
+          "rising with the noise; the looser checker misses more: checked")
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(7.5, 3.6))
 x = np.arange(len(NOISE_LEVELS))
 for j, k in enumerate(("precision", "recall", "F1")):
     ax.bar(x + (j - 1) * 0.26, detection[k].astype(float), width=0.26, label=k)
-# the share of wrong labels is what flagging every sample would score as precision: draw it
-# across each noise rate's three bars, so precision can be read against it
+# the share of wrong labels is what flagging every sample would score as precision: draw
+# it across each noise rate's three bars, so precision can be read against it
 ax.hlines(np.array(NOISE_LEVELS) / 100, x - 0.42, x + 0.42, colors="black", lw=2,
           label="share of wrong labels\n(precision of flagging all)")
 ax.set_xticks(x, [f"{n} %" for n in NOISE_LEVELS])
@@ -243,7 +243,8 @@ ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, handlelength=2
 fig.tight_layout()
 
 # %% [markdown]
-# Recall is near one at every rate: a wrong label almost never has both experts on its side.
+# Offline (the checks above are the toy's bands, so they run offline only), recall is near
+# one at every rate: a wrong label almost never has both experts on its side.
 # Precision is what varies: {glue:text}`precision_30:.2f` at 30 % noise,
 # {glue:text}`precision_50:.2f` at 50 % and {glue:text}`precision_70:.2f` at 70 %. The black
 # lines show the share of wrong labels in the set, the precision of flagging every sample:
@@ -255,22 +256,33 @@ fig.tight_layout()
 # A flag means "the model does not back this label". The model backs a label only when it
 # *knows* the answer. Offline we can see what it knows: `sample.extra["known"]` says whether
 # the toy model's pre-training text stated the fact (no stage reads it; it is there for this
-# analysis). Split the samples by that, and by whether their label is really wrong:
+# analysis). Split the samples by that, and by whether their label is really wrong. Nobody
+# recorded what a real model read: with the paper's files every fact counts as "not
+# recorded", and the split is by the label alone.
 
 # %% tags=["nbval-ignore-output"]
-if MODE == "offline":
-    frames = []
-    for noise, result in results.items():
-        frames.append(pd.DataFrame({
-            "noise (%)": noise,
-            "fact in pre-training text": ["seen" if s.extra["known"] else "never seen" for s in trains[noise]],
-            "label": ["wrong" if s.is_noisy else "right" for s in trains[noise]],
-            "category": [s.category for s in trains[noise]],
-            "flagged": [p["noisy"] for p in result.provenance]}))
-    facts = pd.concat(frames, ignore_index=True)
-    breakdown = (facts.groupby(["noise (%)", "fact in pre-training text", "label"])["flagged"]
-                 .agg(["mean", "size"]).rename(columns={"mean": "share flagged", "size": "samples"}))
-    display(breakdown.unstack("label").round(3))
+def fact(sample):
+    """Whether the model's pre-training text stated the sample's fact (offline only)."""
+    if "known" not in sample.extra:
+        return "not recorded"
+    return "seen" if sample.extra["known"] else "never seen"
+
+
+frames = []
+for noise, result in results.items():
+    frames.append(pd.DataFrame({
+        "noise (%)": noise,
+        "fact in pre-training text": [fact(s) for s in trains[noise]],
+        "label": ["wrong" if s.is_noisy else "right" for s in trains[noise]],
+        "category": [s.category or "none" for s in trains[noise]],
+        "flagged": [p["noisy"] for p in result.provenance]}))
+facts = pd.concat(frames, ignore_index=True)
+breakdown = (
+    facts.groupby(["noise (%)", "fact in pre-training text", "label"])["flagged"]
+    .agg(["mean", "size"])
+    .rename(columns={"mean": "share flagged", "size": "samples"})
+)
+breakdown.unstack("label").round(3)
 
 # %% [markdown]
 # Two things stand out. Every wrong label about a seen fact is flagged: the model knows
@@ -281,20 +293,23 @@ if MODE == "offline":
 # from a wrong one, so it sends both to relabeling.
 
 # %% tags=["nbval-ignore-output"]
-if MODE == "offline":
-    shares = breakdown["share flagged"].unstack(["fact in pre-training text", "label"])
-    groups = [("seen", "right"), ("seen", "wrong"), ("never seen", "right"), ("never seen", "wrong")]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for j, g in enumerate(groups):
-        ax.bar(x + (j - 1.5) * 0.2, shares[g], width=0.2, label=f"{g[0]} fact, {g[1]} label",
-               color=["tab:green", "tab:red", "tab:olive", "tab:orange"][j])
-    ax.set_xticks(x, [f"{n} %" for n in NOISE_LEVELS])
-    ax.set_xlabel("injected noise")
-    ax.set_ylabel("share flagged as noisy")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("The checker flags what the model never saw")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    fig.tight_layout()
+shares = breakdown["share flagged"].unstack(["fact in pre-training text", "label"])
+colors = {("seen", "right"): "tab:green", ("seen", "wrong"): "tab:red",
+          ("never seen", "right"): "tab:olive", ("never seen", "wrong"): "tab:orange",
+          ("not recorded", "right"): "tab:blue", ("not recorded", "wrong"): "tab:purple"}
+groups = [g for g in colors if g in shares.columns]
+width = 0.8 / len(groups)
+fig, ax = plt.subplots(figsize=(8, 3.6))
+for j, g in enumerate(groups):
+    ax.bar(x + (j - (len(groups) - 1) / 2) * width, shares[g], width=width,
+           label=f"{g[0]} fact, {g[1]} label", color=colors[g])
+ax.set_xticks(x, [f"{n} %" for n in NOISE_LEVELS])
+ax.set_xlabel("injected noise")
+ax.set_ylabel("share flagged as noisy")
+ax.set_ylim(0, 1.05)
+ax.set_title("The checker flags what the model never saw")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+fig.tight_layout()
 
 # %% [markdown]
 # The false flags therefore come mostly from never-seen facts. The rest are seen facts of one
@@ -304,31 +319,36 @@ if MODE == "offline":
 # flagged even when the model could have confirmed it by reasoning.
 
 # %% tags=["nbval-ignore-output"]
-if MODE == "offline":
-    false_flags = facts[facts["flagged"] & (facts["label"] == "right")]
-    why = pd.crosstab([false_flags["noise (%)"]],
-                      [false_flags["fact in pre-training text"], false_flags["category"]])
-    never_share = (false_flags["fact in pre-training text"] == "never seen").groupby(false_flags["noise (%)"]).mean()
-    why[("share never seen", "")] = never_share.round(3)
-    glue("false_never_share", float(never_share.min()))
-    display(why)
+false_flags = facts[facts["flagged"] & (facts["label"] == "right")]
+why = pd.crosstab([false_flags["noise (%)"]],
+                  [false_flags["fact in pre-training text"], false_flags["category"]])
+never = false_flags["fact in pre-training text"] == "never seen"
+never_share = never.groupby(false_flags["noise (%)"]).mean()
+why[("share never seen", "")] = never_share.round(3)
+glue("false_never_share", float(never_share.min()))
+why
 
 # %%
-if MODE == "offline":
+# Offline only: the toy's bands, and only the offline world records which facts were read.
+if S.offline:
     share = breakdown["share flagged"]
     for noise in NOISE_LEVELS:
-        assert share[(noise, "never seen", "right")] >= 0.8, share  # unverifiable: flagged anyway
-        assert share[(noise, "seen", "wrong")] >= 0.95, share  # the model knows better
-        assert share[(noise, "seen", "right")] <= 0.35, share  # mostly confirmed
-    assert never_share.min() >= 0.6, never_share  # most false flags are facts the model never saw
+        # Unverifiable: flagged anyway; the model knows better; mostly confirmed.
+        assert share[(noise, "never seen", "right")] >= 0.8, share
+        assert share[(noise, "seen", "wrong")] >= 0.95, share
+        assert share[(noise, "seen", "right")] <= 0.35, share
+    # Most false flags are facts the model never saw; the rest are two-hop questions.
+    assert never_share.min() >= 0.6, never_share
     seen_false = false_flags[false_flags["fact in pre-training text"] == "seen"]
-    assert (seen_false["category"] == "mentor").all(), seen_false["category"].value_counts()  # the rest: two-hop
-    print("never-seen facts flagged whatever their label; wrong labels on seen facts always flagged; "
-          "most false flags are never-seen facts, the others two-hop questions: checked")
+    seen_categories = seen_false["category"]
+    assert (seen_categories == "mentor").all(), seen_categories.value_counts()
+    print("never-seen facts flagged whatever their label; wrong labels on seen facts "
+          "always flagged; most false flags are never-seen facts, the others two-hop "
+          "questions: checked")
 
 # %% [markdown]
-# At every noise rate at least {glue:text}`false_never_share:.2f` of the right labels that the
-# checker flagged are about facts the model never saw. This is the detector's limit, not a
+# Offline, at every noise rate at least {glue:text}`false_never_share:.2f` of the right labels
+# that the checker flagged are about facts the model never saw. This is the detector's limit, not a
 # bug: a model's agreement can only confirm what it knows. What it means for the rest of the
 # chain is that relabeling receives two kinds of samples: wrong labels on facts the model knows
 # (easy to fix: the experts already said the right answer), and samples on facts it does not
@@ -345,7 +365,8 @@ if MODE == "offline":
 # %%
 def flagged_rows(noise, kind="all flagged"):
     """The flagged samples at a noise rate, as (sample, provenance row) pairs."""
-    pairs = [(s, p) for s, p in zip(trains[noise], results[noise].provenance) if p["noisy"]]
+    pairs = zip(trains[noise], results[noise].provenance)
+    pairs = [(s, p) for s, p in pairs if p["noisy"]]
     if kind == "wrong label":
         pairs = [(s, p) for s, p in pairs if s.is_noisy]
     elif kind == "right label":
@@ -356,28 +377,32 @@ def flagged_rows(noise, kind="all flagged"):
 def card(sample, row):
     """One flagged sample as HTML: options with the given and true labels marked."""
     def mark(letter):
-        tags = [t for t, y in (("given", row["given"]), ("true", sample.clean_answer),
-                               ("direct", row["direct"]), ("reasoning", row["reasoning"])) if y == letter]
+        answers = (("given", row["given"]), ("true", sample.clean_answer),
+                   ("direct", row["direct"]), ("reasoning", row["reasoning"]))
+        tags = [t for t, y in answers if y == letter]
         return f" <i>({', '.join(tags)})</i>" if tags else ""
 
     options = "".join(f"<li><b>{letter}.</b> {html.escape(o)}{mark(letter)}</li>"
                       for letter, o in zip(sample.letters, sample.options))
     known = ""
     if "known" in sample.extra:
-        known = f"<br>fact in pre-training text: {'seen' if sample.extra['known'] else 'never seen'}"
-    return (f"<div style='font-family:sans-serif'><b>{html.escape(sample.id)}</b> ({sample.category})<br>"
+        known = f"<br>fact in pre-training text: {fact(sample)}"
+    reasoning_text = html.escape(row["reasoning_text"].strip())
+    return (f"<div style='font-family:sans-serif'><b>{html.escape(sample.id)}</b> "
+            f"({sample.category})<br>"
             f"{html.escape(sample.question)}<ul style='list-style:none'>{options}</ul>"
-            f"given label <b>{row['given']}</b>, true label <b>{sample.clean_answer}</b>: "
+            f"given label <b>{row['given']}</b>, "
+            f"true label <b>{sample.clean_answer}</b>: "
             f"{'wrong' if sample.is_noisy else 'right'} label{known}<br>"
-            f"direct expert: <b>{row['direct']}</b>; reasoning expert: <b>{row['reasoning']}</b>"
-            f"<pre style='white-space:pre-wrap'>{html.escape(row['reasoning_text'].strip())}</pre></div>")
+            f"direct expert: <b>{row['direct']}</b>; "
+            f"reasoning expert: <b>{row['reasoning']}</b>"
+            f"<pre style='white-space:pre-wrap'>{reasoning_text}</pre></div>")
 
 
 # %% tags=["nbval-ignore-output", "remove-output"]
-import ipywidgets as widgets
-
 noise_box = widgets.Dropdown(options=NOISE_LEVELS, description="noise (%)")
-kind_box = widgets.Dropdown(options=["all flagged", "wrong label", "right label"], description="show")
+kind_box = widgets.Dropdown(options=["all flagged", "wrong label", "right label"],
+                            description="show")
 slider = widgets.IntSlider(min=0, max=0, description="sample")
 view = widgets.HTML()
 
@@ -401,11 +426,11 @@ widgets.VBox([widgets.HBox([noise_box, kind_box]), slider, view])
 static = []
 for kind in ("wrong label", "right label"):
     for s, p in flagged_rows(NOISE_LEVELS[0], kind)[:3]:
-        static.append({"id": s.id, "question": s.question,
-                       "options": " | ".join(f"{k}. {o}" for k, o in zip(s.letters, s.options)),
-                       "given": p["given"], "direct": p["direct"], "reasoning": p["reasoning"] or "none",
-                       "true": s.clean_answer, "label": kind.split()[0],
-                       **({"fact": "seen" if s.extra["known"] else "never seen"} if "known" in s.extra else {})})
+        options = " | ".join(f"{k}. {o}" for k, o in zip(s.letters, s.options))
+        static.append({"id": s.id, "question": s.question, "options": options,
+                       "given": p["given"], "direct": p["direct"],
+                       "reasoning": p["reasoning"] or "none",
+                       "true": s.clean_answer, "label": kind.split()[0], "fact": fact(s)})
 pd.DataFrame(static).set_index("id")
 
 # %% [markdown]
@@ -419,6 +444,15 @@ pd.DataFrame(static).set_index("id")
 #   more so the cleaner the data.
 # - Its false flags are mostly facts the model never saw: agreement can only confirm what the
 #   model knows. The rest are two-hop questions the direct expert cannot answer at once.
+#
+# **With a real model.** In
+# [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/03_detection.ipynb)
+# both experts answer ARC questions, the checker flags, and the flags are scored against
+# `labeled.csv` at each noise rate. A 135M model knows little of ARC, so it is the last
+# section's limit in its extreme form: the experts mostly guess, almost every sample is
+# flagged whatever its label, and precision stays near the share of wrong labels. What it
+# cannot show is a detector whose flags are evidence; that takes a model that knows the
+# answers, as the toy knows its seen facts.
 #
 # **Exercises.** (1) Rerun the precision/recall table with `checker="either"` in
 # `DenoiseConfig` and follow the change into the final label accuracy (`result.report`). (2)
