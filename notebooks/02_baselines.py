@@ -33,15 +33,15 @@
 # every machine runs the same model: CPU pre-training is not bit-reproducible across processors
 # and thread counts, and a model pre-trained elsewhere would give other numbers than this book.
 # `load_model("toy", source="pretrain")` pre-trains it on your machine instead (a few minutes).
-# On a GPU set `MODE = "gpu"`: the same calls run a real instruct model in 4 bits. On Colab
-# the default T4 GPU has 16 GB: Qwen2.5-1.5B-Instruct in 4 bits, the default `MODEL_ID` below,
-# fits with room for LoRA training; a 7B/8B model in 4 bits fits for inference and QLoRA with
-# small batches.
+# With `MODE = "real"` the same cells run SmolLM2-135M-Instruct on a laptop CPU on a subset
+# of the paper's ARC files; with `MODE = "gpu"` they run Qwen2.5-1.5B-Instruct in 4 bits, which
+# fits Colab's 16 GB T4 with room for LoRA training (a 7B/8B model in 4 bits fits for
+# inference and QLoRA with small batches).
 #
 # The chapter's claims are stated as `assert` cells with tolerance bands, so running it on any
 # machine checks them; the numbers in the stored outputs are those of the shipped model.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab: this copy of the book names no repository to install robustft from,
 # so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
@@ -52,31 +52,19 @@ if "google.colab" in sys.modules:
           'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
-import os
-
-from robustft.data import NOISE_LEVELS as PAPER_NOISE_LEVELS
-
-MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU, no downloads) or "gpu"
-MODEL_ID = os.environ.get("ROBUSTFT_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")  # used in gpu mode
-OFFICIAL_DIR = os.environ.get("ROBUSTFT_DATA", "RobustFT/data/arc")  # used in gpu mode
-RUNS = os.environ.get("ROBUSTFT_RUNS", "runs")  # results folder (the tests use a fresh one)
-NOISE_LEVELS = [0, *PAPER_NOISE_LEVELS]  # percent of wrong training labels: clean, then the paper's
+MODE = None  # None: $ROBUSTFT_MODE or "offline"; "real" (SmolLM2, CPU); "gpu" (Colab)
 SEED = 0
+NOISE_LEVELS = [0, 30, 50, 70]  # percent of wrong training labels: clean, paper's rates
 
-# %%
-# %matplotlib inline
-from pathlib import Path
-
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 import robustft
 from robustft import prompts
-from robustft.notebook import glue
-
-OUT = Path(RUNS) / "02_baselines"
-OUT.mkdir(parents=True, exist_ok=True)
+from robustft.notebook import glue, setup
+from robustft.offline import MENTOR, VANILLA_BAND
 
 # %% [markdown]
 # ## One interface for every model
@@ -86,40 +74,15 @@ OUT.mkdir(parents=True, exist_ok=True)
 # reads from it — whether prompts go through the chat template, and whether an answer is
 # written as its option *letter* (`Answer: B`, what instruct models do) or as its option
 # *text* (`Answer: Linsa`, what evaluation harnesses score for base models). The toy model is
-# a base model: it answers by text.
+# a base model: it answers by text. `setup` loads the model of the mode with it, together
+# with the test set and the noisy training sets.
 
 # %%
-if MODE == "offline":
-    from robustft.offline import MENTOR, VANILLA_BAND, ToyConfig, make_benchmark
-    from robustft.offline import TOY_SFT as SFT_ARGS  # the toy's LoRA settings, one place
-    from robustft.offline.toy_model import fingerprint
+S = setup(MODE, seed=SEED)  # the mode's model, test set and noisy training sets
+print(S)
+lm, test = S.lm, S.test
 
-    config = ToyConfig.for_seed(SEED)
-    bench = make_benchmark(config.world)
-    lm = robustft.load_model("toy", config=config, progress=False)  # the shipped weights
-    run_key = f"toy-{config.key()}-{fingerprint(lm.model)}"  # stored rows count for these weights only
-
-    def train_at(noise):
-        return robustft.inject_noise(bench.train, noise / 100, seed=SEED)[0]
-
-    def base_model():  # finetune adds LoRA layers to a copy and leaves `lm` as it was
-        return lm
-
-    test = bench.test
-else:
-    MENTOR = None  # the real datasets have no two-hop questions built in
-    lm = robustft.load_model(MODEL_ID, quantize="4bit")
-    SFT_ARGS = dict(epochs=3, lr=2e-4, inplace=True)  # QLoRA: a 4-bit model cannot be copied
-    run_key = f"{MODEL_ID} on {OFFICIAL_DIR}"
-
-    def train_at(noise):  # the paper's own noisy files
-        return robustft.load_official(OFFICIAL_DIR, noise=noise).train
-
-    def base_model():  # a fresh 4-bit base for each run, trained in place
-        return robustft.load_model(MODEL_ID, quantize="4bit")
-
-    test = robustft.load_official(OFFICIAL_DIR, noise=0).test
-
+# %%
 n_params = sum(p.numel() for p in lm.model.parameters())
 print(f"{lm.name}: {n_params / 1e6:.2f} M parameters, answers by {lm.answer_by}, "
       f"chat template: {lm.chat}, device: {lm.device}")
@@ -138,38 +101,45 @@ print(f"{len(test)} test questions")
 q = test[0]
 scores = robustft.score_options(lm, [q], progress=False)
 print(prompts.direct_prompt(q) + prompts.ANSWER_PREFIX + " ...")
-pd.DataFrame({"option": q.options,
-              "log p(answer line)": scores.logprobs[0].round(3),
-              "probability among options": scores.probs[0].round(3),
-              "tokens": scores.n_tokens[0]},
-             index=list(robustft.LETTERS[: len(q.options)])).rename_axis("letter")
+pd.DataFrame(
+    {"option": q.options,
+     "log p(answer line)": scores.logprobs[0].round(3),
+     "probability among options": scores.probs[0].round(3),
+     "tokens": scores.n_tokens[0]},
+    index=list(robustft.LETTERS[: len(q.options)]),
+).rename_axis("letter")
 
 # %% [markdown]
 # The probabilities are renormalised over the options; the most likely option is the model's
 # answer. The same numbers give the *response entropy* that RobustFT uses later to keep only
 # confident relabels: the mean negative log-probability per token of the chosen answer
-# (`scores.prediction_nll`). Lower means surer.
+# (`scores.response_entropy`, one per option). Lower means surer.
 
 # %% tags=["nbval-ignore-output"]
-print(f"prediction: {scores.predictions[0]}, label: {q.answer}, "
-      f"response entropy of the prediction: {scores.prediction_nll[0]:.3f} nats/token")
-pred = robustft.letter_index(scores.predictions[0])
-p_line = float(np.exp(scores.logprobs[0][pred]))  # over the whole vocabulary, token by token
+prediction = robustft.predict_letters(scores)[0]
+pred = robustft.letter_index(prediction)
+nll = float(scores.response_entropy[0][pred])  # the response entropy of the prediction
+print(f"prediction: {prediction}, label: {q.answer}, "
+      f"response entropy of the prediction: {nll:.3f} nats/token")
+p_line = float(np.exp(scores.logprobs[0][pred]))  # over the whole vocabulary
 p_option = float(scores.probs[0][pred])  # renormalised over the options
-glue("showcase_nll", float(scores.prediction_nll[0]))
+glue("showcase_nll", nll)
 glue("showcase_p_line", p_line)
 glue("showcase_p_option", p_option)
 glue("showcase_options_mass", float(np.exp(scores.logprobs[0]).sum()))
-print(f"p(answer line) = {p_line:.3f} of the whole vocabulary's mass; {p_option:.3f} among the options")
+print(f"p(answer line) = {p_line:.3f} of the whole vocabulary's mass; "
+      f"{p_option:.3f} among the options")
 
 # %%
-if MODE == "offline":  # the shipped toy model of seed 0: sure of a wrong option here
-    assert scores.predictions[0] != q.answer and p_option > 0.5, (scores.predictions[0], q.answer, p_option)
-assert abs(p_option - p_line / np.exp(scores.logprobs[0]).sum()) < 1e-4  # the same number, renormalised
-print("the option probability is the answer line's probability over the options' total mass: checked")
+if S.offline:  # the shipped toy model of seed 0: sure of a wrong option here
+    assert prediction != q.answer and p_option > 0.5, (prediction, q.answer, p_option)
+# The same number, renormalised over the options:
+assert abs(p_option - p_line / np.exp(scores.logprobs[0]).sum()) < 1e-4
+print("the option probability is the answer line's probability over the options' "
+      "total mass: checked")
 
 # %% [markdown]
-# This question shows two things. First, the two numbers measure different totals. The
+# Offline, this question (the toy's, so the check above is offline-only) shows two things. First, the two numbers measure different totals. The
 # response entropy, {glue:text}`showcase_nll:.3f` nats per token, is a negative
 # log-probability over the *whole vocabulary*: the model gives the answer line
 # {glue:text}`showcase_p_line:.3f` of its mass, and the rest to tokens that begin no option
@@ -196,27 +166,36 @@ pd.DataFrame({"accuracy": vanilla.by_category, "questions": vanilla.counts}).rou
 # pre-training text stated. The model answers almost every question about a fact it has read
 # and is near chance on the rest. This **partial knowledge** is what RobustFT's noise detector
 # relies on: where the model knows the answer, its disagreement with a label is evidence that
-# the label is wrong.
+# the label is wrong. (Nobody recorded what a real model has read: with the paper's files the
+# table below is empty.)
 
 # %% tags=["nbval-ignore-output"]
-if MODE == "offline":
-    one_hop = [(s, c) for s, c in zip(test, vanilla.correct) if s.category != MENTOR]
-    known = pd.DataFrame({"fact in pre-training text": ["seen" if s.extra["known"] else "never seen" for s, _ in one_hop],
-                          "correct": [bool(c) for _, c in one_hop]})
-    by_known = known.groupby("fact in pre-training text")["correct"].agg(["mean", "size"])
-    by_known.columns = ["accuracy", "questions"]
-    display(by_known.round(3))
+one_hop = [(s, c) for s, c in zip(test, vanilla.correct)
+           if "known" in s.extra and s.category != MENTOR]
+known = pd.DataFrame(
+    {"fact in pre-training text": [
+        "seen" if s.extra["known"] else "never seen" for s, _ in one_hop],
+     "correct": [bool(c) for _, c in one_hop]},
+    columns=["fact in pre-training text", "correct"],
+)
+by_known = known.groupby("fact in pre-training text")["correct"].agg(["mean", "size"])
+by_known.columns = ["accuracy", "questions"]
+by_known.round(3)
 
 # %% [markdown]
 # The claims so far, as checks that hold for the toy model on any machine: Vanilla lies in the
 # band the benchmark was built for, well above chance and below the ceiling, because the model
-# answers the facts it has read and guesses the rest.
+# answers the facts it has read and guesses the rest. They are offline-only: the band is the
+# toy's, and only the offline world knows which facts were read.
 
 # %%
-if MODE == "offline":
-    seen, unseen = by_known.loc["seen", "accuracy"], by_known.loc["never seen", "accuracy"]
-    assert VANILLA_BAND[0] <= vanilla.accuracy <= VANILLA_BAND[1], (vanilla.accuracy, VANILLA_BAND)
-    assert seen >= 0.9 and unseen <= 0.4, (seen, unseen)  # memory vs a guess among four options
+if S.offline:
+    seen = by_known.loc["seen", "accuracy"]
+    unseen = by_known.loc["never seen", "accuracy"]
+    low, high = VANILLA_BAND
+    assert low <= vanilla.accuracy <= high, (vanilla.accuracy, VANILLA_BAND)
+    # Memory against a guess among four options:
+    assert seen >= 0.9 and unseen <= 0.4, (seen, unseen)
     print(f"Vanilla in {VANILLA_BAND}; seen facts well above unseen ones: checked")
 
 # %% [markdown]
@@ -230,14 +209,13 @@ if MODE == "offline":
 # Offline, the questions built for this are *two-hop*: "where does the mentor of X live?".
 # The model has read who X's mentor is and where the mentor lives, but never the answer in one
 # sentence, so asked directly it mostly guesses; writing the first hop down lets it recall the
-# second.
+# second. The paper's files have no two-hop category: there the cell takes the first 64 test
+# questions.
 
 # %% tags=["nbval-ignore-output"]
-if MODE == "offline":
-    two_hop = [s for s in test if s.category == MENTOR]
-else:
-    two_hop = test[:64]
-gens = robustft.generate(lm, [prompts.reasoning_prompt(s) for s in two_hop], max_new_tokens=64, progress=False)
+two_hop = [s for s in test if s.category == MENTOR] or test[:64]
+reasoning = [prompts.reasoning_prompt(s) for s in two_hop]
+gens = robustft.generate(lm, reasoning, max_new_tokens=64, progress=False)
 print(prompts.reasoning_prompt(two_hop[0]) + gens[0].text)
 
 # %% [markdown]
@@ -253,14 +231,20 @@ pd.DataFrame({"token": [lm.tokenizer.decode([t]) for t in g.token_ids],
               "log p": g.logprobs.round(3), "entropy (nats)": g.entropy.round(3)})
 
 # %% tags=["nbval-ignore-output"]
-step = np.mean([prompts.extract_answer(g.text, s) == s.answer for g, s in zip(gens, two_hop)])
+step = np.mean(
+    [prompts.extract_answer(g.text, s) == s.answer for g, s in zip(gens, two_hop)]
+)
 direct = robustft.evaluate(lm, two_hop, progress=False).accuracy
-print(f"{len(two_hop)} questions: direct {direct:.3f}, step by step {step:.3f} ({(step - direct) * 100:+.1f} points)")
+print(f"{len(two_hop)} questions: direct {direct:.3f}, step by step {step:.3f} "
+      f"({(step - direct) * 100:+.1f} points)")
 
 # %%
-if MODE == "offline":  # writing the first hop down answers what the direct prompt guesses
+# Offline only (the toy's two-hop questions): writing the first hop down answers what the
+# direct prompt guesses.
+if S.offline:
     assert step >= direct + 0.10, (step, direct)
-    print("step by step beats the direct prompt on two-hop questions by at least 10 points: checked")
+    print("step by step beats the direct prompt on two-hop questions by at least "
+          "10 points: checked")
 
 # %% [markdown]
 # ## SFT on noisy labels
@@ -268,31 +252,26 @@ if MODE == "offline":  # writing the first hop down answers what the direct prom
 # `robustft.finetune` adds LoRA adapters to a copy of the model and trains them on the given
 # labels, with the loss on the answer tokens only and the very prompt used at inference.
 # We train once per noise level on the same questions, with the same seed, and evaluate each
-# model on the clean test set. Each finished run is appended to `results.jsonl`, so an
-# interrupted run (on a GPU these take a while) picks up where it stopped.
+# model on the clean test set. `S.row("sft", noise)` does all three and stores the row (keyed
+# by the model, the data, the seed, the noise and the LoRA settings `S.sft`), so an
+# interrupted run (on a GPU these take a while) picks up where it stopped, and later chapters
+# read these rows back instead of training again.
 
 # %% tags=["nbval-ignore-output"]
-log = robustft.RunLog(OUT / "results.jsonl", key=("model", "seed", "noise", "sft"))
-rows = []
-for noise in NOISE_LEVELS:
-    # A stored row counts only for the same model and data, seed, noise and SFT settings.
-    row = log.get(model=run_key, seed=SEED, noise=noise, sft=SFT_ARGS)
-    if row is None:
-        tuned = robustft.finetune(base_model(), train_at(noise), seed=SEED, progress=False, **SFT_ARGS)
-        result = robustft.evaluate(tuned, test, progress=False)
-        del tuned  # on a GPU, free its memory before the next run
-        row = log.add({"model": run_key, "seed": SEED, "noise": noise, "sft": SFT_ARGS,
-                       "accuracy": result.accuracy, "by_category": result.by_category})
-    rows.append(row)
+rows = [S.row("sft", noise) for noise in NOISE_LEVELS]  # train, evaluate, store / read
 
-table = pd.DataFrame([{"run": "Vanilla", "noise (%)": "-", "accuracy": vanilla.accuracy}] +
-                     [{"run": "SFT", "noise (%)": r["noise"], "accuracy": r["accuracy"]} for r in rows])
+table = pd.DataFrame(
+    [{"method": "Vanilla", "noise (%)": "-", "accuracy": vanilla.accuracy}]
+    + [{"method": "SFT", "noise (%)": r["noise"], "accuracy": r["accuracy"]}
+       for r in rows]
+)
 table["vs Vanilla (points)"] = ((table["accuracy"] - vanilla.accuracy) * 100).round(1)
 table.round({"accuracy": 3})
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(5.5, 3.6))
-ax.plot([r["noise"] for r in rows], [r["accuracy"] for r in rows], "o-", label="SFT on the noisy labels")
+noises, accuracies = [r["noise"] for r in rows], [r["accuracy"] for r in rows]
+ax.plot(noises, accuracies, "o-", label="SFT on the noisy labels")
 ax.axhline(vanilla.accuracy, color="gray", ls="--", label="Vanilla (no fine-tuning)")
 ax.axhline(0.25, color="lightgray", ls=":", label="chance")
 ax.set_xlabel("wrong training labels (%)")
@@ -305,13 +284,14 @@ fig.tight_layout()
 
 # %%
 sft = {r["noise"]: r["accuracy"] for r in rows}
-if MODE == "offline":
-    assert sft[0] >= vanilla.accuracy + 0.05, (sft[0], vanilla.accuracy)  # clean labels teach
+if S.offline:  # the toy's Figure 1 (offline only: see below)
+    # Clean labels teach; each step of noise costs; the most noise ends below Vanilla.
+    assert sft[0] >= vanilla.accuracy + 0.05, (sft[0], vanilla.accuracy)
     falls = [sft[n] for n in NOISE_LEVELS]
-    assert all(a > b for a, b in zip(falls, falls[1:])), falls  # every step of noise costs accuracy
-    assert sft[NOISE_LEVELS[-1]] < vanilla.accuracy, (sft, vanilla.accuracy)  # worse than no training
-    print("SFT: above Vanilla on clean labels, falls as the noise rises, below Vanilla at "
-          f"{NOISE_LEVELS[-1]} %: checked")
+    assert all(a > b for a, b in zip(falls, falls[1:])), falls
+    assert sft[NOISE_LEVELS[-1]] < vanilla.accuracy, (sft, vanilla.accuracy)
+    print("SFT: above Vanilla on clean labels, falls as the noise rises, below Vanilla "
+          f"at {NOISE_LEVELS[-1]} %: checked")
 
 # %% [markdown]
 # Read the plot from left to right. With clean labels, fine-tuning teaches the model the
@@ -319,6 +299,13 @@ if MODE == "offline":
 # wrong fact instead: accuracy falls with the noise, and at 70 % the fine-tuned model is worse
 # than the one we started from. This is the gap RobustFT closes — find the wrong labels, fix
 # the ones it can, and train only on what it trusts.
+#
+# These checks are offline-only: they are the toy's Figure 1, measured on its whole test set.
+# In [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/02_baselines.ipynb)
+# every cell runs with a real instruct model: option scoring, the response entropy, reasoning
+# that ends in `Answer: X`, and one LoRA run per noise level. What a 135M model fine-tuned for one epoch
+# on a few dozen questions, measured on a few dozen more, cannot show is the shape of
+# Figure 1: its accuracies sit near chance and differ by less than their sampling error.
 #
 # ## Summary
 #
