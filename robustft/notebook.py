@@ -350,6 +350,7 @@ def setup(mode: str | None = None, *, seed: int = 0, config=None, n_train: int |
                                   n_test=n_test or settings["n_test"] or 10**9,
                                   config=config, sft={**SFT, **settings["sft"]}, progress=progress,
                                   log=lambda *a: None)
+        exp.perplexity = True  # rows carry each test question's perplexity in every mode (Figure 4)
     return Setup(mode, exp, seed, runs)
 
 
