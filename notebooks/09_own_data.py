@@ -32,11 +32,12 @@
 # 5. **fine-tune** on the output, with the project's command or with another trainer (TRL).
 #
 # Your file does not know which labels are wrong, so neither do ours: the files below carry
-# the given answers only. Offline we made the noise ourselves, so at the end we can still
+# the given answers only. We know the true labels aside (offline we made the noise
+# ourselves; the paper's files come with their clean labels), so at the end we can still
 # check how many labels denoising fixed; with your data, `result.report` stays empty unless
 # you add a `clean_answer` field to the samples you have verified.
 
-# %%
+# %% tags=["hide-input"]
 # On Colab: this copy of the book names no repository to install robustft from,
 # so this cell installs nothing and says how to. Elsewhere: nothing.
 import sys
@@ -47,20 +48,16 @@ if "google.colab" in sys.modules:
           'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
-import os
-
-MODE = os.environ.get("ROBUSTFT_MODE", "offline")  # "offline" (CPU, no downloads) or "gpu"
-MODEL_ID = os.environ.get("ROBUSTFT_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")  # used in gpu mode
-OFFICIAL_DIR = os.environ.get("ROBUSTFT_DATA", "RobustFT/data/arc")  # used in gpu mode
-RUNS = os.environ.get("ROBUSTFT_RUNS", "runs")  # results folder (the tests use a fresh one)
-NOISE = 30  # percent of wrong labels in the file we write
+MODE = None  # None: $ROBUSTFT_MODE or "offline"; "real" (SmolLM2, CPU), "gpu" (Colab)
 SEED = 0
+NOISE = 30  # percent of wrong labels in the file we write
 
-# %%
-# %matplotlib inline
+# %% tags=["hide-input"]
+import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -68,53 +65,57 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import robustft
-from robustft.notebook import glue
-
-# peft reads an attribute that transformers renamed; nothing for a reader to do about it.
-QUIET = "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
-
-OUT = Path(RUNS) / "09_own_data"
-OUT.mkdir(parents=True, exist_ok=True)
-# The `robustft` command of this environment (on Colab and in a venv it is on the PATH too).
-ROBUSTFT = shutil.which("robustft") or str(Path(sys.executable).parent / "robustft")
-
-
-def rel(path):
-    """A path as printed in this chapter: relative to the results folder."""
-    return Path(path).relative_to(RUNS) if Path(path).is_relative_to(RUNS) else Path(path)
-
-
-def robustft_command(*args):
-    """Run `robustft ARGS` in the chapter's folder (so it prints short relative paths); its
-    stdout and stderr come back as one stream, in the order the command wrote them."""
-    done = subprocess.run([ROBUSTFT, *args, "--no-progress"], cwd=OUT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, PYTHONWARNINGS=QUIET, PYTHONUNBUFFERED="1"))
-    print(f"$ robustft {' '.join(args)}\n{done.stdout}exit status {done.returncode}")
-    return done
-
+from robustft.notebook import MODES, glue, setup
 
 # %% [markdown]
 # ## Your data, as files
 #
-# Offline we stand in for "your data" with the benchmark's training questions, 30 % of
-# their answers replaced by wrong ones. On a GPU the paper's noisy ARC file plays that
-# part, and `MODEL_ID` is the model that denoises it.
+# We stand in for "your data" with the training questions of the mode, {glue:text}`noise`
+# % of their answers wrong: offline the benchmark's questions with the noise injected,
+# in the other modes the paper's noisy ARC file (a subset of its rows in the real mode). The
+# mode's model is the one that denoises them.
 
 # %%
-if MODE == "offline":
-    from robustft.offline import make_benchmark
-
-    bench = make_benchmark(seed=SEED)
-    noisy, _ = robustft.inject_noise(bench.train, NOISE / 100, seed=SEED)
-    test = bench.test
-    MODEL_ARGS = ["--model", f"toy:{SEED}"]  # the shipped toy model of this seed
-else:
-    data = robustft.load_official(OFFICIAL_DIR, noise=NOISE)
-    noisy, test = data.train, data.test
-    MODEL_ARGS = ["--model", MODEL_ID, "--quantize", "4bit"]
+S = setup(MODE, seed=SEED)  # the mode's model, test set and noisy training sets
+print(S)
+lm, test = S.lm, S.test
+noisy = S.train(NOISE)
 truth = {s.id: s.clean_answer for s in noisy}  # kept aside: your files have no such thing
+OUT = S.out("09_own_data")
+
+# %% [markdown]
+# The chapter runs the `robustft` command on the same model. Its `--model` names it: the
+# shipped toy model of this seed offline (`toy:0`), otherwise the mode's model, quantized
+# as the mode quantizes it.
+
+# %%
+# The `robustft` command of this environment (on Colab and in a venv it is on the PATH).
+ROBUSTFT = shutil.which("robustft") or str(Path(sys.executable).parent / "robustft")
+settings = MODES[S.mode]
+MODEL_ARGS = ["--model", f"toy:{SEED}" if S.offline else settings["model"]]
+MODEL_ARGS += ["--quantize", settings["quantize"]] if settings["quantize"] else []
+# peft reads an attribute that transformers renamed; nothing for a reader to do about it.
+QUIET = "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+
+
+def rel(path):
+    """A path as printed in this chapter: relative to the results folder."""
+    path = Path(path)
+    return path.relative_to(S.runs) if path.is_relative_to(S.runs) else path
+
+
+def robustft_command(*args):
+    """Run `robustft ARGS` in the chapter's folder (so it prints short relative paths);
+    its stdout and stderr come back as one stream, in the order the command wrote them."""
+    command = ["env", f"PYTHONWARNINGS={QUIET}", "PYTHONUNBUFFERED=1", ROBUSTFT]
+    done = subprocess.run([*command, *args, "--no-progress"], cwd=OUT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    print(f"$ robustft {' '.join(args)}\n{done.stdout}exit status {done.returncode}")
+    return done
+
+
+print("--model:", " ".join(MODEL_ARGS[1:]))
 
 # %% [markdown]
 # **JSONL**, one JSON object per line, is the simplest format to write from any program.
@@ -126,8 +127,9 @@ truth = {s.id: s.clean_answer for s in noisy}  # kept aside: your files have no 
 jsonl = OUT / "own.jsonl"
 with open(jsonl, "w") as f:
     for s in noisy:
-        f.write(json.dumps({"id": s.id, "question": s.question, "options": list(s.options),
-                            "answer": s.answer, "category": s.category}) + "\n")
+        record = {"id": s.id, "question": s.question, "options": list(s.options),
+                  "answer": s.answer, "category": s.category}
+        f.write(json.dumps(record) + "\n")
 print(jsonl.read_text().splitlines()[0])
 
 # %% [markdown]
@@ -142,7 +144,8 @@ alpaca = robustft.to_alpaca(noisy, OUT / "own.alpaca.json")
 print(json.dumps(json.loads(alpaca.read_text())[0], indent=1))
 
 bare = OUT / "bare.alpaca.json"
-bare.write_text(json.dumps([{"instruction": "Name the capital of France.", "input": "", "output": "Paris"}]))
+record = {"instruction": "Name the capital of France.", "input": "", "output": "Paris"}
+bare.write_text(json.dumps([record]))
 print(robustft.load_samples(bare)[0])
 
 # %% [markdown]
@@ -152,7 +155,8 @@ print(robustft.load_samples(bare)[0])
 from_jsonl = robustft.load_samples(jsonl)
 from_alpaca = robustft.load_samples(alpaca)
 key = lambda s: (s.id, s.question, s.options, s.answer, s.category)  # noqa: E731
-assert [key(s) for s in from_jsonl] == [key(s) for s in from_alpaca] == [key(s) for s in noisy]
+keys = [key(s) for s in noisy]
+assert [key(s) for s in from_jsonl] == [key(s) for s in from_alpaca] == keys
 assert all(s.clean_answer is None for s in from_jsonl)
 print(f"{len(from_jsonl)} samples in each file, identical; no true labels attached")
 
@@ -178,13 +182,8 @@ assert done.returncode == 0
 # stages: the two runs give the same training set.
 
 # %% tags=["nbval-ignore-output"]
-if MODE == "offline":
-    from robustft.offline import ToyConfig
-
-    lm = robustft.load_model("toy", config=ToyConfig.for_seed(SEED), progress=False)
-else:
-    lm = robustft.load_model(MODEL_ID, quantize="4bit")
-result = robustft.denoise(from_jsonl, lm, robustft.DenoiseConfig(), out=OUT / "run", progress=False)
+result = robustft.denoise(from_jsonl, lm, robustft.DenoiseConfig(), out=OUT / "run",
+                          progress=False)
 print(f"kept {len(result.samples)} of {len(from_jsonl)} samples; expert batches computed "
       f"{result.stats['computed_batches']}, read back {result.stats['reused_batches']}")
 print("report:", result.report)  # None: the file has no true labels
@@ -193,7 +192,8 @@ print("report:", result.report)  # None: the file has no true labels
 cli_csv = robustft.load_samples(OUT / "run" / "denoised.csv")
 assert [key(s) for s in cli_csv] == [key(s) for s in result.samples]
 assert result.stats["computed_batches"] == 0 and result.stats["reused_batches"] > 0
-print("the command and the API give the same training set, from the same stored passes: checked")
+print("the command and the API give the same training set, from the same stored passes:"
+      " checked")
 
 # %% [markdown]
 # ## What comes out
@@ -222,7 +222,8 @@ listing[["file"]]
 pd.read_csv(run / "denoised.csv").head()
 
 # %%
-print(json.dumps(json.loads((run / "denoised.alpaca.json").read_text())[0], indent=1)[:600])
+first = json.loads((run / "denoised.alpaca.json").read_text())[0]
+print(json.dumps(first, indent=1)[:600])
 print((run / "denoised.messages.jsonl").read_text().splitlines()[0][:500])
 
 # %% [markdown]
@@ -230,7 +231,8 @@ print((run / "denoised.messages.jsonl").read_text().splitlines()[0][:500])
 # one, for instance:
 
 # %% tags=["nbval-ignore-output"]
-provenance = [json.loads(line) for line in (run / "provenance.jsonl").read_text().splitlines()]
+lines = (run / "provenance.jsonl").read_text().splitlines()
+provenance = [json.loads(line) for line in lines]
 example = next(p for p in provenance if p["stage"] == "selected")
 print(json.dumps({k: v for k, v in example.items() if k != "reasoning_text"}, indent=1))
 print("reasoning:", example["reasoning_text"][:300])
@@ -241,7 +243,8 @@ print("reasoning:", example["reasoning_text"][:300])
 # the right one the fraction of right labels in the noisy file and in the denoised set.
 
 # %% tags=["nbval-ignore-output"]
-stages = pd.Series([p["stage"] for p in provenance]).value_counts().reindex(["clean", "selected", "dropped"], fill_value=0)
+stages = pd.Series([p["stage"] for p in provenance]).value_counts()
+stages = stages.reindex(["clean", "selected", "dropped"], fill_value=0)
 before = sum(s.answer == truth[s.id] for s in from_jsonl) / len(from_jsonl)
 after = sum(s.answer == truth[s.id] for s in result.samples) / len(result.samples)
 flagged_wrong = sum(p["noisy"] and p["given"] != truth[p["id"]] for p in provenance)
@@ -251,7 +254,8 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
 stages.plot.bar(ax=ax1, rot=0, color=["tab:blue", "tab:green", "tab:gray"])
 ax1.set_ylabel("samples")
 ax1.set_title("where each input sample ended")
-ax2.bar(["noisy file", "denoised set"], [before, after], color=["tab:orange", "tab:green"])
+ax2.bar(["noisy file", "denoised set"], [before, after],
+        color=["tab:orange", "tab:green"])
 ax2.set_ylim(0, 1)
 ax2.set_ylabel("fraction of right labels")
 ax2.set_title("labels against the truth")
@@ -260,14 +264,22 @@ glue("before", before)
 glue("after", after)
 glue("recall", recall)
 glue("kept", len(result.samples))
-glue("n_input", len(from_jsonl));
+glue("n_input", len(from_jsonl))
+glue("noise", NOISE);
+
+# %% [markdown]
+# On the toy model these numbers have bands we can check: the file has exactly the injected
+# share of right labels, and the checker, which knows most of the benchmark's facts, flags
+# nearly every wrong one and leaves a cleaner set. The bands are the toy's (chapter 3); a real
+# model on a few dozen ARC questions has its own, so the checks are made offline only.
 
 # %%
-if MODE == "offline":
+if S.offline:
     assert abs(before - (1 - NOISE / 100)) < 0.01, before
     assert after >= before + 0.05, (before, after)  # denoising leaves fewer wrong labels
     assert recall >= 0.85, recall
-    print("the denoised set's labels are right more often than the file's, and most wrong labels were flagged: checked")
+    print("the denoised set's labels are right more often than the file's, and most wrong"
+          " labels were flagged: checked")
 
 # %% [markdown]
 # Of the file's labels {glue:text}`before:.2f` were right; of the
@@ -285,7 +297,8 @@ if MODE == "offline":
 # %%
 bad = OUT / "bad.jsonl"
 bad.write_text(jsonl.read_text().splitlines()[0] + "\n"
-               + json.dumps({"id": "x1", "question": "Where does Ada live?", "options": ["Linsa", "Moro"], "answer": "C"}) + "\n")
+               + json.dumps({"id": "x1", "question": "Where does Ada live?",
+                             "options": ["Linsa", "Moro"], "answer": "C"}) + "\n")
 try:
     robustft.load_samples(bad)
 except robustft.DataError as e:
@@ -310,17 +323,21 @@ assert done.returncode == 2 and "bad.jsonl, row 2, field 'answer'" in done.stdou
 
 # %% tags=["nbval-ignore-output"]
 robustft.to_official_csv(test, OUT / "test.csv")
-done = robustft_command("finetune", "--data", "run/denoised.csv", *MODEL_ARGS,
-                        *(["--toy-settings"] if MODE == "offline" else []), "--out", "lora")
+# offline the benchmark's LoRA settings; otherwise the mode's epochs and batch size
+SFT_ARGS = ["--toy-settings"] if S.offline else [
+    "--epochs", str(S.sft["epochs"]), "--batch-size", str(S.sft["batch_size"])]
+done = robustft_command("finetune", "--data", "run/denoised.csv", *MODEL_ARGS, *SFT_ARGS,
+                        "--out", "lora")
 assert done.returncode == 0
-done = robustft_command("evaluate", "--data", "test.csv", *MODEL_ARGS, "--adapter", "lora",
-                        "--json", "lora-eval.json")
+done = robustft_command("evaluate", "--data", "test.csv", *MODEL_ARGS,
+                        "--adapter", "lora", "--json", "lora-eval.json")
 assert done.returncode == 0
 
 # %% tags=["nbval-ignore-output"]
 tuned_acc = json.loads((OUT / "lora-eval.json").read_text())["accuracy"]
 vanilla_acc = robustft.evaluate(lm, test, progress=False).accuracy
-print(f"test accuracy: base model {vanilla_acc:.3f}, with the adapter trained on the denoised file {tuned_acc:.3f}")
+print(f"test accuracy: base model {vanilla_acc:.3f}, with the adapter trained on the"
+      f" denoised file {tuned_acc:.3f}")
 glue("tuned_acc", tuned_acc)
 glue("vanilla_acc", vanilla_acc)
 glue("gain_points", 100 * (tuned_acc - vanilla_acc));
@@ -330,15 +347,14 @@ glue("gain_points", 100 * (tuned_acc - vanilla_acc));
 # `load_model(..., adapter=folder)`, it gives the very accuracy the command printed:
 
 # %%
-if MODE == "offline":
-    with_adapter = robustft.load_model("toy", config=ToyConfig.for_seed(SEED), adapter=str(OUT / "lora"),
-                                       progress=False)
-else:
-    with_adapter = robustft.load_model(MODEL_ID, quantize="4bit", adapter=str(OUT / "lora"))
+# the set-up's model as it was loaded (lm.info["load_args"]), with the adapter on top
+with_adapter = robustft.load_model(**{**lm.info["load_args"],
+                                      "adapter": str(OUT / "lora")})
 api_acc = robustft.evaluate(with_adapter, test, progress=False).accuracy
 assert abs(api_acc - tuned_acc) < 1e-9, (api_acc, tuned_acc)
 assert hasattr(with_adapter.model, "peft_config")  # the adapter is really there
-print("`robustft evaluate --adapter` and load_model(adapter=...) + evaluate agree: checked")
+print("`robustft evaluate --adapter` and load_model(adapter=...) + evaluate agree:"
+      " checked")
 
 # %% [markdown]
 # The adapter trained on the denoised file answers {glue:text}`tuned_acc:.3f` of the test
@@ -355,31 +371,56 @@ print("`robustft evaluate --adapter` and load_model(adapter=...) + evaluate agre
 # and `robustft.load_model(base, adapter=folder)` loads the adapter back, as above.
 #
 # **Another trainer.** The chat JSONL is in the format Hugging Face's TRL reads. The cell
-# below fine-tunes the GPU model on it with TRL's `SFTTrainer` and QLoRA (it runs in gpu
-# mode only, and needs `pip install trl`). Each record is split into a prompt (the user
-# turn) and a completion (the answer), so the loss falls on the answer only — as in
-# `robustft.finetune`.
+# below fine-tunes the mode's model on it with TRL's `SFTTrainer` (QLoRA where the mode
+# loads the model in 4 bits), with the mode's LoRA settings. It needs `pip install trl`, and
+# a model with a chat template: not the toy model, which has none, so it does not run
+# offline. Each record is split into a prompt (the user turn) and a completion (the
+# answer), so the loss falls on the answer only — as in `robustft.finetune`.
 
 # %%
-if MODE == "gpu":
+if not lm.chat:
+    print("the toy model has no chat template: TRL's chat format does not apply")
+elif importlib.util.find_spec("trl") is None:
+    print("TRL is not installed: `pip install trl` to run this cell")
+else:
+    import torch
     from datasets import load_dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    chat = load_dataset("json", data_files=str(run / "denoised.messages.jsonl"), split="train")
-    chat = chat.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
+    chat = load_dataset("json", data_files=str(run / "denoised.messages.jsonl"),
+                        split="train")
+    chat = chat.map(lambda r: {"prompt": r["messages"][:-1],
+                               "completion": r["messages"][-1:]},
                     remove_columns=chat.column_names)
-    base = robustft.load_model(MODEL_ID, quantize="4bit")  # a fresh 4-bit base for QLoRA
+    # a fresh base, loaded as the set-up's model was (QLoRA trains in place)
+    base = robustft.load_model(**lm.info["load_args"])
+    sft = S.sft  # the mode's epochs, learning rate, batch size and LoRA rank
     trainer = SFTTrainer(
         model=base.model, processing_class=base.tokenizer, train_dataset=chat,
-        args=SFTConfig(output_dir=str(OUT / "trl-lora"), num_train_epochs=3, learning_rate=2e-4,
-                       per_device_train_batch_size=16, lr_scheduler_type="cosine", warmup_ratio=0.03,
-                       logging_steps=10, report_to="none", bf16=True),
-        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+        args=SFTConfig(output_dir=str(OUT / "trl-lora"), num_train_epochs=sft["epochs"],
+                       learning_rate=sft["lr"],
+                       per_device_train_batch_size=sft["batch_size"],
+                       lr_scheduler_type="cosine", warmup_ratio=0.03, logging_steps=10,
+                       report_to="none", bf16=torch.cuda.is_available()),
+        peft_config=LoraConfig(r=sft["lora_r"], lora_alpha=sft["lora_alpha"],
+                               target_modules="all-linear", task_type="CAUSAL_LM"))
     trainer.train()
     trainer.save_model(str(OUT / "trl-lora"))
-    trl_lm = robustft.load_model(MODEL_ID, quantize="4bit", adapter=str(OUT / "trl-lora"))
-    print("TRL adapter, test accuracy:", robustft.evaluate(trl_lm, test, progress=False).accuracy)
+    trl_lm = robustft.load_model(**{**lm.info["load_args"],
+                                    "adapter": str(OUT / "trl-lora")})
+    trl_acc = robustft.evaluate(trl_lm, test, progress=False).accuracy
+    print("TRL adapter, test accuracy:", trl_acc)
+
+# %% [markdown]
+# In [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/09_own_data.ipynb)
+# every step above runs on SmolLM2-135M and a few dozen rows of the paper's noisy ARC file:
+# the files written and read back, the command and the API giving the same training set from
+# the same stored passes, the outputs, the errors on bad input, the adapter trained by the
+# command and loaded back with the same accuracy. What a 135M model cannot show is that
+# denoising pays: it answers ARC questions not much better than chance, so its experts'
+# verdicts on a label carry little information, and a few dozen test questions cannot
+# separate a fine-tune from the base model.
 
 # %% [markdown]
 # ## Summary
