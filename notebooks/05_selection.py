@@ -633,10 +633,11 @@ if S.offline:
 # is a middle ground, not an optimum this benchmark can show.
 
 # %% [markdown]
-# **With a real model.** [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/05_selection.ipynb)
-# runs every cell above with SmolLM2-135M-Instruct on 48 training and 48 test questions of
-# the official ARC files: the same four entropies and their AUROC, the β sweep of the label
-# accuracy and one fine-tuned model per β. What a 135M model cannot show: it answers ARC
+# **With a real model.** `MODE = "real"` runs every cell above with SmolLM2-135M-Instruct on
+# 48 training and 48 test questions of the official ARC files: the same four entropies and
+# their AUROC, the β sweep of the label accuracy and one fine-tuned model per β. That run has
+# not been completed yet: on a 2-core CPU each SmolLM2 fine-tune takes minutes, and this
+# chapter trains one per β (chapters 3, 4 and 6 link their real-mode runs). What a 135M model cannot show: it answers ARC
 # about as well as a guess, so nearly all its relabels are guesses and an entropy has little
 # right to rank first; on 48 test questions one question more or less moves the test accuracy
 # as much as β does; and ARC records no seen facts, so the seen-facts oracle is missing there.
