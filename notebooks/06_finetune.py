@@ -725,8 +725,9 @@ if S.offline:
 #   model unsure on facts it never read: few of their labels survive denoising, and the
 #   relabels kept for them are mostly wrong.
 #
-# **With a real model.** In
-# [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/06_finetune.ipynb)
+# **With a real model.** In the chapter's run with SmolLM2 on the paper's ARC files, stored
+# in the repository as `results/real-mode/06_finetune.ipynb` (not a page of this book: the
+# prose of the never-seen-facts section quotes numbers only the offline world has),
 # every cell above runs with SmolLM2-135M-Instruct on a laptop CPU: a few dozen training and
 # test questions of ARC with the paper's noisy labels, one seed, one epoch of LoRA on the
 # attention and MLP projections. It shows the whole loop working on a real instruct model:

@@ -108,3 +108,41 @@ def test_code_lines_fit_the_page(name):
     nb = jupytext.read(NOTEBOOKS / f"{name}.py")
     long = [line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines() if len(line) > 90]
     assert not long, long[:3]
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_setup_is_one_call_and_its_boilerplate_is_hidden(name):
+    """The reader meets the stage first: the install cell and the imports are hidden in the
+    book, the set-up is one `setup(MODE, ...)` call, and no chapter branches on the mode's
+    name or reads the environment itself (the three modes run one code path)."""
+    nb = jupytext.read(NOTEBOOKS / f"{name}.py")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tags = [c.metadata.get("tags", []) for c in code]
+    assert "hide-input" in tags[0], "the install cell is hidden"
+    assert "parameters" in tags[1] and re.search(r"^MODE = None\b", code[1].source, flags=re.M)
+    assert "hide-input" in tags[2] and all(
+        line.startswith(("import ", "from ", "#")) or not line.strip() or line.startswith(" ")
+        for line in code[2].source.splitlines()), "the third code cell holds the imports only"
+    assert re.search(r"^S = setup\(MODE\b", code[3].source, flags=re.M), "the set-up is one call"
+    source = "\n".join(c.source for c in code)
+    for banned in ("os.environ", "MODE ==", "MODE !=", "ToyConfig.for_seed"):
+        assert banned not in source, banned
+
+
+def test_real_mode_runs_are_in_the_book_and_linked_from_their_chapters():
+    """A chapter's run in the real mode that the book lists (the table of contents' part
+    "Every chapter with a real model") is stored in results/real-mode, went through, and is
+    linked from its chapter; a chapter links no run the book does not list."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    listed = {f.split("/", 1)[1] for f in files if f.startswith("real-mode/") and f[10:12].isdigit()}
+    assert listed <= set(CHAPTERS), listed
+    assert len(listed) >= 5, listed
+    for name in CHAPTERS:
+        linked = f"](../real-mode/{name}.ipynb)" in (NOTEBOOKS / f"{name}.py").read_text()
+        assert linked == (name in listed), name
+        if name in listed:  # the stored run went through: every code cell ran, none raised
+            nb = nbformat.read(ROOT / "results" / "real-mode" / f"{name}.ipynb", as_version=4)
+            code = [c for c in nb.cells if c.cell_type == "code"]
+            assert all(c.get("execution_count") for c in code), name
+            assert not any(o.output_type == "error" for c in code for o in c.outputs), name
