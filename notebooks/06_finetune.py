@@ -51,7 +51,7 @@ if "google.colab" in sys.modules:
           'then run in a cell:  %pip install "./robustft[gpu,embed,compare]"')
 
 # %% tags=["parameters"]
-MODE = None  # None: $ROBUSTFT_MODE, else "offline"; "real" (SmolLM2, CPU) or "gpu" (Colab)
+MODE = None  # None: $ROBUSTFT_MODE, else "offline"; "real" (SmolLM2, CPU), "gpu" (Colab)
 SEED = 0  # the seed whose fine-tuned models are studied one by one
 SEEDS = [0, 1, 2]  # offline: the benchmark's worlds and their toy models (Table 1)
 
