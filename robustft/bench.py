@@ -55,11 +55,12 @@ def subset(n_rows: int, n: int, seed: int = SUBSET_SEED) -> list[int]:
 
 
 def official_experiment(lm: LanguageModel, folder: str | Path, out: str | Path, *, n_train: int, n_test: int,
-                        config: DenoiseConfig | None = None, sft: dict | None = None, progress: bool = True,
-                        log=print) -> Experiment:
+                        config: DenoiseConfig | None = None, sft: dict | None = None, perplexity: bool = False,
+                        progress: bool = True, log=print) -> Experiment:
     """The `Experiment` of one official dataset folder: `n_train` training and `n_test` test
     rows (`subset`), the noisy file of each rate, the expert passes in
-    ``out/passes/<dataset>``, rows in ``out/runs.jsonl``."""
+    ``out/passes/<dataset>``, rows in ``out/runs.jsonl``. `perplexity`: rows also carry the
+    gold answers' perplexities (the book's Figure 4; the benchmark does without)."""
     folder, out = Path(folder), Path(out)
     first = load_official(folder, noise=NOISE_LEVELS[0])
     test_rows = subset(len(first.test), n_test)
@@ -77,7 +78,7 @@ def official_experiment(lm: LanguageModel, folder: str | Path, out: str | Path, 
     log(f"{folder.name}: {len(train_rows)} of {len(first.train)} training rows, {len(test)} of "
         f"{len(first.test)} test rows")
     return Experiment(lm, test, train_at, lambda noise: out / "passes" / folder.name, sft or BENCH_SFT, data,
-                      RunLog(out / "runs.jsonl", key=RUNLOG_KEY), config or DenoiseConfig(), perplexity=False,
+                      RunLog(out / "runs.jsonl", key=RUNLOG_KEY), config or DenoiseConfig(), perplexity=perplexity,
                       progress=progress, log=log)
 
 

@@ -348,9 +348,9 @@ def setup(mode: str | None = None, *, seed: int = 0, config=None, n_train: int |
         exp = official_experiment(lm, os.environ.get(DATA_ENV, DEFAULT_DATA), runs / "denoise",
                                   n_train=n_train or settings["n_train"] or 10**9,
                                   n_test=n_test or settings["n_test"] or 10**9,
-                                  config=config, sft={**SFT, **settings["sft"]}, progress=progress,
-                                  log=lambda *a: None)
-        exp.perplexity = True  # rows carry each test question's perplexity in every mode (Figure 4)
+                                  config=config, sft={**SFT, **settings["sft"]},
+                                  perplexity=True,  # every mode's rows feed Figure 4
+                                  progress=progress, log=lambda *a: None)
     return Setup(mode, exp, seed, runs)
 
 
