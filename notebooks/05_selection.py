@@ -31,8 +31,8 @@
 # model's LoRA settings of chapter 2. With `MODE = "gpu"` the same cells run
 # Qwen2.5-1.5B-Instruct in 4 bits on the official noisy CSVs: on Colab's 16 GB T4 each β then
 # costs a QLoRA fine-tune of several minutes, so start with fewer β values there.
-# `MODE = "real"` runs them on a laptop CPU with SmolLM2-135M-Instruct on 48 training and 48
-# test questions of the official ARC files.
+# `MODE = "real"` runs them on a laptop CPU with SmolLM2-135M-Instruct on a few training and
+# test questions of the official ARC files (the sizes of `robustft.notebook.MODES`).
 # The cells that check a claim about the numbers run offline only (`if S.offline:`): the
 # claims are about the toy model on its benchmark; with a real model the tables and plots
 # show that model's own numbers.
@@ -633,13 +633,13 @@ if S.offline:
 # is a middle ground, not an optimum this benchmark can show.
 
 # %% [markdown]
-# **With a real model.** `MODE = "real"` runs every cell above with SmolLM2-135M-Instruct on
-# 48 training and 48 test questions of the official ARC files: the same four entropies and
-# their AUROC, the β sweep of the label accuracy and one fine-tuned model per β. That run has
-# not been completed yet: on a 2-core CPU each SmolLM2 fine-tune takes minutes, and this
-# chapter trains one per β (chapters 3, 4 and 6 link their real-mode runs). What a 135M model cannot show: it answers ARC
+# **With a real model.** [The chapter run with SmolLM2 on the paper's ARC files](../real-mode/05_selection.ipynb)
+# runs every cell above with SmolLM2-135M-Instruct on a small subset of the official ARC
+# files (the sizes of the `"real"` mode in `robustft.notebook.MODES`): the same four
+# entropies and their AUROC, the β sweep of the label accuracy and one fine-tuned model per
+# β. It shows each measure computed from a real model's passes. What a 135M model cannot show: it answers ARC
 # about as well as a guess, so nearly all its relabels are guesses and an entropy has little
-# right to rank first; on 48 test questions one question more or less moves the test accuracy
+# right to rank first; on so few test questions one question more or less moves the test accuracy
 # as much as β does; and ARC records no seen facts, so the seen-facts oracle is missing there.
 #
 # ## Summary

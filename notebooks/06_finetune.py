@@ -573,6 +573,10 @@ if groups:
     glue("unseen_vanilla", by_group[("vanilla", None), "unseen facts"])
     glue("unseen_sft_70", by_group[("sft", 70), "unseen facts"])
     glue("unseen_robust_70", by_group[("robustft", 70), "unseen facts"])
+else:  # only the offline world records which facts the model read: nan in the prose
+    for key in ("vanilla", "sft_70", "robust_70"):
+        glue(f"seen_{key}", float("nan"))
+        glue(f"unseen_{key}", float("nan"))
 ppl_table.round(2)
 
 # %% [markdown]
@@ -664,6 +668,10 @@ if S.offline:
             float(unseen_train.loc[n, "RobustFT's set: right"]),
         )
     display(unseen_train.round(3))
+else:  # the same split, offline only: nan in the prose
+    for n in (30, 70):
+        for key in ("noisy", "trained", "kept", "kept_right", "trained_right"):
+            glue(f"unseen_{key}_{n}", float("nan"))
 
 # %%
 if S.offline:
@@ -688,7 +696,9 @@ if S.offline:
 # ({glue:text}`ppl_robust_30:.2f`, {glue:text}`ppl_robust_50:.2f`,
 # {glue:text}`ppl_robust_70:.2f`) — in that sense this is the paper's Figure 4.
 #
-# The means tell a second story, and the split by fact shows where it comes from. On the
+# The means tell a second story, and the split by fact shows where it comes from. (The split
+# exists only in the offline world, which records the facts pre-training stated; in the other
+# modes its numbers below read "nan".) On the
 # facts pre-training stated, Vanilla is sure of the right answer (geometric mean
 # {glue:text}`seen_vanilla:.2f`); RobustFT keeps it so ({glue:text}`seen_robust_70:.2f` at
 # 70 % noise), because the checker protects exactly those labels, while noisy SFT unlearns
@@ -725,9 +735,8 @@ if S.offline:
 #   model unsure on facts it never read: few of their labels survive denoising, and the
 #   relabels kept for them are mostly wrong.
 #
-# **With a real model.** In the chapter's run with SmolLM2 on the paper's ARC files, stored
-# in the repository as `results/real-mode/06_finetune.ipynb` (not a page of this book: the
-# prose of the never-seen-facts section quotes numbers only the offline world has),
+# **With a real model.** In [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/06_finetune.ipynb)
+# (where the never-seen-facts numbers read "nan": only the offline world has them),
 # every cell above runs with SmolLM2-135M-Instruct on a laptop CPU: a few dozen training and
 # test questions of ARC with the paper's noisy labels, one seed, one epoch of LoRA on the
 # attention and MLP projections. It shows the whole loop working on a real instruct model:

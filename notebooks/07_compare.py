@@ -63,6 +63,7 @@ from robustft import compare
 from robustft.data import NOISE_LEVELS
 from robustft.denoise import ABLATIONS
 from robustft.noise_aware import label_posterior
+from robustft.offline import CATEGORIES
 from robustft.notebook import glue, setup
 
 # %% [markdown]
@@ -254,14 +255,15 @@ fig = compare.plot_accuracy(summary)
 # The explanations and checks that follow are about the offline benchmark: its toy model
 # saw some facts and never others, and the checks' bands were measured on it. Every table
 # and figure is computed in every mode, but the assertion cells of claims about the toy run
-# offline only (`if S.offline:`). With `MODE = "real"` every row of the comparison is
-# measured on SmolLM2-135M with a few dozen training and test questions of the paper's ARC
-# files. That run has not been completed yet: it trains about fifty SmolLM2 adapters, minutes
-# each on a 2-core CPU. It would show that every method, baseline and ablation runs end to
-# end on a real model and the paper's data; it could not rank them: the model
-# answers ARC questions little better than chance, one epoch on a few dozen samples barely
-# moves it, and on a few dozen test questions the standard error of an accuracy is several
-# points, more than most of the differences between rows.
+# offline only (`if S.offline:`). In [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/07_compare.ipynb)
+# every row of the comparison is measured on SmolLM2-135M with a small subset of the paper's
+# ARC files (the `"real"` sizes of `robustft.notebook.MODES`): about fifty adapters. It
+# shows that every method, baseline and ablation runs end to end on a real model and the
+# paper's data, and that a method whose chain keeps no sample says so (a `nothing_kept`
+# warning, the base model's row) instead of stopping the comparison. It cannot rank them:
+# the model answers ARC questions little better than chance, one epoch on a few samples
+# barely moves it, and on so few test questions the standard error of an accuracy is
+# larger than most of the differences between rows.
 
 # %% [markdown]
 # ## What the numbers say
@@ -793,7 +795,8 @@ if S.offline:
 #
 # Offline the categories are the benchmark's three question kinds — where someone lives, a
 # trade, and the two-hop mentor question; the paper's ARC files have one category for all
-# their questions. The figure and the table show the middle noise rate.
+# their questions (so with them the numbers of the next paragraph read "nan"). The figure
+# and the table show the middle noise rate.
 
 # %% tags=["nbval-ignore-output"]
 fig = compare.plot_categories(summary)
@@ -812,8 +815,8 @@ for m, col in (
     ("robustft", "RobustFT"),
     ("na", "RobustFT noise-aware (ours)"),
 ):
-    for c in cats.index:
-        glue(f"cat_{m}_{c}", float(cats.loc[c, col]))
+    for c in CATEGORIES:  # the offline question kinds the prose names: nan on other data
+        glue(f"cat_{m}_{c}", float(cats.loc[c, col]) if c in cats.index else float("nan"))
 # which right labels the checker flags, by question kind (at the same rate)
 right = facts[(facts["noise (%)"] == int(mid)) & facts["label right"]]
 right_flagged = right.groupby("category")["flagged"].mean()

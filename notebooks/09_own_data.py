@@ -413,9 +413,8 @@ else:
     print("TRL adapter, test accuracy:", trl_acc)
 
 # %% [markdown]
-# With `MODE = "real"` every step above runs on SmolLM2-135M and a few dozen rows of the
-# paper's noisy ARC file (that run has not been completed yet: its command-line denoise of
-# 48 rows did not finish within the time this release had on a shared 2-core machine):
+# In [the chapter run with SmolLM2 on the paper's ARC files](../real-mode/09_own_data.ipynb)
+# every step above runs on SmolLM2-135M and a few rows of the paper's noisy ARC file:
 # the files written and read back, the command and the API giving the same training set from
 # the same stored passes, the outputs, the errors on bad input, the adapter trained by the
 # command and loaded back with the same accuracy. What a 135M model cannot show is that

@@ -16,6 +16,8 @@ once as a `DegenerateRunWarning`; ``robustft denoise --strict`` exits non-zero o
 - ``answer_bias``: an expert gives one answer to most multiple-choice questions.
 - ``few_clean``: fewer clean samples than the k worked examples CER asks for.
 - ``collapse``: the kept relabels are nearly all one answer.
+- ``nothing_kept``: the denoised training set is empty, so there is nothing to fine-tune on
+  (`nothing_kept`; `robustft.experiments.Experiment` then scores the base model).
 """
 from __future__ import annotations
 
@@ -174,6 +176,12 @@ def collapse(kept_relabels: Sequence[str], tasks: Sequence[str]) -> list[dict]:
     return [_warning("collapse", f"{count} of the {len(mc)} kept relabels are {top} ({count / len(mc):.0%}): the "
                                  "relabels collapse onto one answer, which is a model's bias rather than the "
                                  "truth")]
+
+
+def nothing_kept(method: str, n_train: int) -> list[dict]:
+    """``nothing_kept`` when `method` kept none of its `n_train` training samples."""
+    return [_warning("nothing_kept", f"{method} kept none of the {n_train} training samples: there is "
+                                     "nothing to fine-tune on, so its row is the base model's")]
 
 
 def report(found: Sequence[dict]) -> None:

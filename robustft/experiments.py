@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import diagnose
 from .baselines import confident_learning, noiseal, self_rag, self_select
 from .denoise import DenoiseConfig, denoise
 from .evaluate import evaluate, perplexity
@@ -177,10 +178,17 @@ class Experiment:
             return {"accuracy": result.accuracy, "by_category": result.by_category, "perplexity": None,
                     "perplexities": None, "trainable": 0}
         result = denoiser(method)(train, self.lm, cfg, out=self.passes_at(noise), progress=self.progress)
-        tuned = finetune(self.lm, result.samples, seed=run_seed, progress=self.progress, **self.sft)
+        found = list(result.stats.get("warnings", []))
+        extra = {}
+        if result.samples:
+            tuned = finetune(self.lm, result.samples, seed=run_seed, progress=self.progress, **self.sft)
+        else:  # A weak model's chain can drop every sample: a degenerate run, not a crash.
+            tuned, extra = self.lm, {"trainable": 0}
+            new = diagnose.nothing_kept(method, len(train))
+            diagnose.report(new)
+            found += new
         report = dict(result.report or {})
         if "noise_rate" in result.stats:
             report["noise_rate"] = result.stats["noise_rate"]
         return self._scored(tuned, {"detection": report, "kept": len(result.samples),
-                                    "parse_rate": result.stats.get("parse_rate"),
-                                    "warnings": result.stats.get("warnings", [])})
+                                    "parse_rate": result.stats.get("parse_rate"), "warnings": found, **extra})

@@ -236,9 +236,13 @@ def main(argv: list[str] | None = None) -> int:
 # - "gpu": the Colab branch — a real instruct model in 4 bits on the official files.
 # "real" and "gpu" differ only in the model, its quantization and the sizes (rows, epochs,
 # batch): tests/test_notebook_modes.py checks it. The official folder is $ROBUSTFT_DATA.
+# The "real" sizes are what lets every chapter run on a 2-core CPU within CI's budget (about
+# sixty SmolLM2 adapters in all, chapter 7 alone about fifty): 16 training and 16 test rows,
+# one epoch at batch 4, which keeps a batch's activations under the 1 GiB above which
+# `finetune` turns on gradient checkpointing (which recomputes each forward pass).
 MODES = {
     "offline": dict(model="toy", quantize=None, n_train=None, n_test=None, sft={}),
-    "real": dict(model="smollm2", quantize=None, n_train=48, n_test=48, sft=dict(epochs=1, batch_size=8)),
+    "real": dict(model="smollm2", quantize=None, n_train=16, n_test=16, sft=dict(epochs=1, batch_size=4)),
     "gpu": dict(model="Qwen/Qwen2.5-1.5B-Instruct", quantize="4bit", n_train=None, n_test=None, sft={}),
 }
 MODE_ENV, DATA_ENV, RUNS_ENV = "ROBUSTFT_MODE", "ROBUSTFT_DATA", "ROBUSTFT_RUNS"
@@ -344,7 +348,10 @@ def setup(mode: str | None = None, *, seed: int = 0, config=None, n_train: int |
         from .bench import official_experiment
         from .model import load_model
 
-        lm = load_model(settings["model"], quantize=settings["quantize"])
+        from .progress import library_bars
+
+        with library_bars(enabled=progress):  # no "Loading weights" bar left on the page
+            lm = load_model(settings["model"], quantize=settings["quantize"])
         exp = official_experiment(lm, os.environ.get(DATA_ENV, DEFAULT_DATA), runs / "denoise",
                                   n_train=n_train or settings["n_train"] or 10**9,
                                   n_test=n_test or settings["n_test"] or 10**9,

@@ -96,14 +96,15 @@ def _log_bar():
 
 
 @contextlib.contextmanager
-def library_bars():
+def library_bars(enabled: bool = True):
     """Within this block, transformers' own progress bars (loading weights, converting a
-    GGUF file) show only where robustft's bars show (`interactive`); in a log they would
-    print a line per refresh. The caller's setting is restored afterwards."""
+    GGUF file) show only where robustft's bars show (`interactive`), and not at all unless
+    `enabled`; in a log they would print a line per refresh. The caller's setting is
+    restored afterwards."""
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()
-    if not interactive():
+    if not (enabled and interactive()):
         hf_logging.disable_progress_bar()
     try:
         yield
