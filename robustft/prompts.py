@@ -202,6 +202,30 @@ def extract_answer(text: str, sample: Sample) -> str | None:
     return named
 
 
+# Why a multiple-choice response gives no option (`unread_reason`), in the words warnings use.
+UNREAD_REASONS = {
+    "stated": "state an answer that is not one option (its letter and its words name different "
+              "options, or it names several)",
+    "lists": "list the options and pick none",
+    "none": "state no answer",
+}
+
+
+def unread_reason(text: str, sample: Sample) -> str | None:
+    """Why `extract_answer` reads no option from a multiple-choice response: "stated" (an
+    answer statement that names no single option: "Answer: C. Evaporation" where D is
+    evaporation, "A or C"), "lists" (the reply enumerates the options without choosing),
+    or "none" (no answer statement at all); None when an option is read, or for a short
+    answer. Keys of `UNREAD_REASONS`."""
+    if sample.task != MC or extract_answer(text, sample) is not None:
+        return None
+    if _STATEMENT_RE.search(text):
+        return "stated"
+    if len(set(_OPTION_LINE_RE.findall(text))) > 1:
+        return "lists"
+    return "none"
+
+
 def reasoning_steps(text: str) -> str:
     """A reasoning response without its final ``Answer:`` line: the steps alone, as the
     review prompt shows them before restating the answer."""

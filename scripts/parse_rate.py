@@ -41,7 +41,7 @@ import robustft
 from robustft.denoise import DenoiseConfig
 from robustft.files import atomic_open, write_json, write_jsonl
 from robustft.inference import generate
-from robustft.prompts import ANSWER_PREFIX, extract_answer, reasoning_prompt
+from robustft.prompts import ANSWER_PREFIX, UNREAD_REASONS, extract_answer, reasoning_prompt, unread_reason
 from robustft.sample import MC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,16 +190,39 @@ def main(argv=None) -> int:
                 rec["expected"] = labels[(name, s.id, text)]
             records.append(rec)
     write_jsonl(args.fixture, records)
+    pick = chosen_budget(table)
+    # Why the replies at the chosen budget that give no option give none (`unread_reason`).
+    unread = {}
+    for run in runs:
+        by_id = {s.id: s for s in robustft.load_official(args.official / run["dataset"], noise=30).train}
+        reasons = [unread_reason(truncated(lm, ids, pick), by_id[i]) for i, ids in zip(run["ids"], run["token_ids"])]
+        unread[run["dataset"]] = {k: reasons.count(k) for k in UNREAD_REASONS}
     timed = next(r for r in runs if r["dataset"] == TIMED)
     check = {"dataset": TIMED, **timed["check"], "of": len(timed["ids"]),
              "clock_seconds": timed["seconds"][timed["check"]["budget"]]}
     summary = {"model": "smollm2", "weights": lm.info.get("weights"), "fingerprint": lm.fingerprint, **meta,
-               "budgets": list(BUDGETS), "rows": table, "truncation_check": check}
+               "budgets": list(BUDGETS), "rows": table, "chosen_budget": pick, "unread": unread,
+               "truncation_check": check}
     write_json(args.out / "parse-rate.json", summary)
     with atomic_open(args.out / "parse-rate.md") as f:
         f.write(markdown(summary))
     print(markdown(summary))
     return 0
+
+
+def overall_rates(rows: list[dict]) -> dict[int, float]:
+    """The new reader's parse rate per budget over all datasets (weighted by rows)."""
+    budgets = sorted({r["budget"] for r in rows})
+    return {b: float(np.average([r["new"] for r in rows if r["budget"] == b],
+                                weights=[r["n"] for r in rows if r["budget"] == b])) for b in budgets}
+
+
+def chosen_budget(rows: list[dict]) -> int:
+    """The default budget this table picks: the smallest whose parse rate (new reader, all
+    datasets) is within 1 point of the best (`DenoiseConfig.max_new_tokens` is set to it)."""
+    overall = overall_rates(rows)
+    best = max(overall.values())
+    return min(b for b, v in overall.items() if v >= best - 0.01)
 
 
 def markdown(summary: dict) -> str:
@@ -227,12 +250,14 @@ def markdown(summary: dict) -> str:
         w = [r["n"] for r in sel]
         lines.append(f"| {b} | {np.average([r['old'] for r in sel], weights=w):.3f} | "
                      f"{np.average([r['new'] for r in sel], weights=w):.3f} |")
-    overall = {b: np.average([r["new"] for r in rows if r["budget"] == b],
-                             weights=[r["n"] for r in rows if r["budget"] == b]) for b in summary["budgets"]}
-    best = max(overall.values())
-    pick = min(b for b, v in overall.items() if v >= best - 0.01)
+    best, pick = max(overall_rates(rows).values()), summary["chosen_budget"]
     lines += ["", f"The smallest budget whose parse rate (new reader, all datasets) is within 1 point of the "
-              f"best ({best:.3f}): **{pick}** tokens."]
+              f"best ({best:.3f}): **{pick}** tokens.", "",
+              f"Why the replies the reader gets no option from give none, at {pick} tokens (`prompts.unread_reason`):",
+              "", "| dataset | " + " | ".join(f"{k}: {v}" for k, v in UNREAD_REASONS.items()) + " |",
+              "|---|" + "---:|" * len(UNREAD_REASONS)]
+    for name, counts in summary["unread"].items():
+        lines.append(f"| {name} | " + " | ".join(str(counts[k]) for k in UNREAD_REASONS) + " |")
     chk = summary["truncation_check"]
     lines += ["", f"Truncation check ({chk['dataset']}): generated with a budget of {chk['budget']} tokens, "
               f"{chk['identical']}/{chk['of']} responses equal the 512-token response cut there; that run took "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from robustft.offline import make_benchmark
-from robustft.prompts import answer_line, extract_answer
+from robustft.prompts import UNREAD_REASONS, answer_line, extract_answer, unread_reason
 from robustft.sample import SHORT, Sample
 
 RECORDED = Path(__file__).parent / "data" / "smollm2_reasoning.jsonl"
@@ -99,3 +99,24 @@ def test_short_answers_are_the_last_answer_line():
     assert extract_answer("He threw far.\nAnswer: Tom Brady.", s) == "Tom Brady"
     assert extract_answer("Answer: x\nAnswer: Manning", s) == "Manning"
     assert extract_answer("Tom Brady threw it.", s) is None
+
+
+def test_unread_reason_says_why_a_recorded_reply_gives_no_option():
+    rows = _recorded()
+    reasons = [unread_reason(r["response"], Sample(id=r["id"], question="", options=tuple(r["options"]), answer="A"))
+               for r in rows]
+    # A reason exactly where a person read no option, and each kind occurs in SmolLM2's replies.
+    assert [w is None for w in reasons] == [r["expected"] is not None for r in rows]
+    assert {w for w in reasons if w is not None} == set(UNREAD_REASONS)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("Answer: C. Evaporation", "stated"),  # C is conduction: letter and words disagree
+    ("The answer is A or C.", "stated"),
+    ("A. convection\nB. radiation\nC. conduction", "lists"),
+    ("Heat moves from the tea to the spoon.", "none"),
+    ("Answer: D. evaporation", None),
+])
+def test_unread_reason_forms(text, want):
+    s = Sample(id="tea", question="", options=("convection", "radiation", "conduction", "evaporation"), answer="C")
+    assert unread_reason(text, s) == want
