@@ -1,13 +1,15 @@
 """The `robustft` command: denoise, fine-tune, evaluate, and the offline demo.
 
     robustft denoise  --data noisy/noisy30.csv --model toy --out runs/arc30
+    robustft denoise  --data noisy/noisy30.csv --server http://127.0.0.1:8000/v1 --model NAME --out runs/arc30
     robustft finetune --data runs/arc30/denoise30.csv --model toy --out runs/arc30-lora
     robustft evaluate --data test.csv --model toy --adapter runs/arc30-lora
     robustft demo     --out results/demo --seeds 0 1 2
     robustft compare  --out results/compare --seeds 0 1 2
 
 `--model` takes a Hugging Face id, a local folder, or `toy` / `toy:N` (the offline model of
-seed N). `--data` takes a file (official CSV, JSON, JSONL, Alpaca) or an official dataset
+seed N); with `--server` (an OpenAI-compatible server: vLLM, SGLang) it is the served model's
+name, and the key comes from OPENAI_API_KEY. `--data` takes a file (official CSV, JSON, JSONL, Alpaca) or an official dataset
 folder (with `--noise`). Bad input prints the data layer's message (file, row, field) and
 exits with status 2, without a traceback. Nothing the user gave is overwritten: an existing
 `--out` folder that is not a robustft run folder needs `--force`.
@@ -255,6 +257,7 @@ def cmd_denoise(args) -> None:
           f"{' at ' + args.server if args.server else ''} "
           f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}", file=sys.stderr)
     start = time.time()
+    sent = dict(getattr(lm, "stats", None) or {})  # a server's requests so far (its probe)
     with _naming(args.data), warnings.catch_warnings():
         # Printed below as the command's own lines, not as Python warnings with a source line.
         warnings.simplefilter("ignore", DegenerateRunWarning)
@@ -271,7 +274,8 @@ def cmd_denoise(args) -> None:
                "answer_step": result.stats.get("answer_step"), "warnings": found, "report": result.report}
     if args.server:  # how the server was used: requests sent and the seconds waited for them
         summary["server"] = {"url": args.server, "model": args.model, "scoring": lm.scoring,
-                             "requests": lm.stats["requests"], "request_seconds": round(lm.stats["seconds"], 2)}
+                             "requests": lm.stats["requests"] - sent["requests"],
+                             "request_seconds": round(lm.stats["seconds"] - sent["seconds"], 2)}
     write_json(out / "summary.json", summary)
     for w in found:
         print(f"robustft denoise: warning: {w['message']}", file=sys.stderr)

@@ -25,6 +25,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's robustft, whatever is installed
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -50,7 +53,8 @@ def main() -> None:
     local_s = time.perf_counter() - t0
 
     proc = subprocess.Popen([sys.executable, "-m", "robustft.backends.testing", "--seed", "0"],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ})
+                            stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     try:
         url = proc.stdout.readline().strip()
         backend = ServerBackend(url, "toy", tokenizer=lm.tokenizer, max_in_flight=args.max_in_flight)

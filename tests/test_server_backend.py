@@ -2,6 +2,7 @@
 (`robustft.backends.testing.TestServer`, vLLM's response format) serves the toy model, and the
 server backend must give what the in-process backend gives."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 pytest.importorskip("openai")  # the [server] extra (in [dev])
 
 import robustft  # noqa: E402
+import robustft.offline  # noqa: E402
 from robustft import cli  # noqa: E402
 from robustft.backends import CAPABILITIES, CapabilityError, require  # noqa: E402
 from robustft.backends.server import ServerBackend, ServerError  # noqa: E402
@@ -136,7 +138,11 @@ def test_a_stage_needing_a_missing_capability_stops_before_any_request(toy, serv
 
 def test_without_a_tokenizer_the_server_counts_tokens(toy, server):
     lm, train = toy
+    folder = Path(robustft.offline.__file__).parent / "toy-models" / "seed-0"
+    by_path = ServerBackend(server.url, server.model, tokenizer=str(folder))  # AutoTokenizer, no remote code
+    assert by_path.fingerprint == ServerBackend(server.url, server.model, tokenizer=lm.tokenizer).fingerprint
     backend = ServerBackend(server.url, server.model)  # no chat template, counts from usage
+    assert backend.fingerprint != by_path.fingerprint
     prompts = [s.question for s in train[:3]]
     assert backend.prompt_tokens(prompts) == lm.prompt_tokens(prompts)
     assert backend.max_length == lm.max_length
@@ -150,10 +156,19 @@ def test_the_command_runs_on_a_server_and_fails_in_one_line_without_one(toy, ser
     out = tmp_path / "run"
     code = cli.main(["denoise", "--data", str(data), "--server", server.url, "--model", server.model,
                      "--out", str(out), "--no-progress", "--batch-size", "8", "--max-new-tokens", "40",
-                     "--embedder", "tfidf", "--max-in-flight", "2"])
+                     "--embedder", "tfidf", "--max-in-flight", "2"])  # no tokenizer: the server counts tokens
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["server"]["scoring"] == "echo" and summary["server"]["requests"] > 8
+    folder = Path(robustft.offline.__file__).parent / "toy-models" / "seed-0"
+    args = ["denoise", "--data", str(data), "--server", server.url, "--model", server.model, "--out",
+            str(tmp_path / "tok"), "--no-progress", "--batch-size", "8", "--max-new-tokens", "40", "--embedder",
+            "tfidf", "--tokenizer", str(folder)]
+    assert cli.main(args) == 0
+    before = server.requests
+    assert cli.main(args) == 0  # resumed: with a local tokenizer only the probe goes to the server
+    assert json.loads((tmp_path / "tok" / "summary.json").read_text())["server"]["requests"] == 0
+    assert server.requests - before == 1  # the probe: every expert batch was read back from the run folder
     capsys.readouterr()
     code = cli.main(["denoise", "--data", str(data), "--server", "http://127.0.0.1:9/v1", "--model", "toy",
                      "--out", str(tmp_path / "run2"), "--no-progress"])

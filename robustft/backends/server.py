@@ -150,13 +150,23 @@ class ServerBackend:
         """16 hex digits from the served model's name, what ``/v1/models`` reports of it, how
         options are scored, the prompt conventions and the tokenizer: never equal to an
         in-process model's (stored batches of one never pass for the other's)."""
-        tok = self.tokenizer
         parts = {"backend": "openai-completions", "model": self.model, "card": self.card, "scoring": self.scoring,
-                 "answer_by": self.answer_by, "chat": self.chat,
-                 "tokenizer": None if tok is None else [getattr(tok, "name_or_path", ""), len(tok)],
+                 "answer_by": self.answer_by, "chat": self.chat, "tokenizer": self._tokenizer_hash(),
                  "top_logprobs": self.top_logprobs if self.scoring == "topk" else None}
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def _tokenizer_hash(self) -> str | None:
+        """The local tokenizer by its content (vocabulary, special tokens, chat template), not
+        its path: the same tokenizer read from two folders renders and counts alike."""
+        tok = self.tokenizer
+        if tok is None:
+            return None
+        if getattr(self, "_tok_hash", None) is None:
+            blob = json.dumps([sorted(tok.get_vocab().items()), getattr(tok, "chat_template", None),
+                               [str(t) for t in getattr(tok, "all_special_tokens", [])]], default=str)
+            self._tok_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return self._tok_hash
 
     @property
     def max_length(self) -> int:

@@ -254,15 +254,15 @@ def main(argv=None) -> None:
     seed N as "toy" until interrupted; prints the API root on its first line of output."""
     import argparse
 
-    import robustft
-    from robustft.offline import ToyConfig
+    from ..model import load_model
 
     parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="the toy model's seed (default 0)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--no-echo", action="store_true", help="refuse echo, as llama.cpp's server does")
     args = parser.parse_args(argv)
-    lm = robustft.load_model("toy", config=ToyConfig.for_seed(args.seed), progress=False)
+    # The toy is found through its entry point (this library never imports the plug-in).
+    lm = load_model("toy", seed=args.seed, progress=False)
     server = TestServer(lm, echo=not args.no_echo, port=args.port)
     print(server.url, flush=True)
     try:
