@@ -11,6 +11,10 @@ stage needs to agree on:
 
 Fine-tuning, option scoring and generation all tokenise through `encode_pairs`, so the tokens
 a model is trained on are exactly the tokens it is later scored on.
+
+`LanguageModel` is the first `robustft.backends.Backend` (every capability): its
+`score_options`, `generate`, `score_continuations` and `embed` methods are what the stages
+call, delegating to `robustft.inference`.
 """
 from __future__ import annotations
 

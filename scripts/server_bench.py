@@ -86,6 +86,7 @@ def main() -> None:
         "identical_training_set": [(s.id, s.answer) for s in local.samples] == [(s.id, s.answer) for s in remote.samples],
         "max_selection_entropy_gap": entropy_gap,
         "kept": len(remote.samples), "flagged": sum(bool(p["noisy"]) for p in remote.provenance),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,11 @@ def main() -> None:
     md = ["# The server backend on the toy model", "",
           f"`{result['command']}` ({result['torch_threads']} torch thread(s), {result['cpu']}; the test server "
           f"in its own process on 127.0.0.1, scoring by {result['scoring']}, {args.max_in_flight} requests in "
-          "flight). The client's overhead is the client's wall time minus the server's seconds in model calls.", "",
+          f"flight; {result['cpus']} CPUs, load average {result['load_average_1min_at_end']} at the end: the "
+          "machine was shared). The client's overhead is the client's wall time minus the server's seconds in "
+          "model calls: HTTP, JSON, the openai client, the server's request handling: the wall time "
+          "the model sat idle. The test server answers one request at a time, unbatched, with a teacher-forced "
+          "pass beside each generation, so its model time is no measure of vLLM's.", "",
           "| | |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], ""]
     (out / "server-backend.md").write_text("\n".join(md))
     print("\n".join(md))

@@ -76,6 +76,14 @@ def test_response_nlls_agree_within_1e_4(toy, server):
         np.testing.assert_allclose(y, x, atol=1e-4, rtol=0)
 
 
+def test_requests_run_concurrently_with_a_bounded_number_in_flight(toy):
+    lm, train = toy
+    with TestServer(lm) as s:
+        backend = ServerBackend(s.url, s.model, tokenizer=lm.tokenizer, max_in_flight=3, scoring="echo")
+        backend.score_options(train[:6], by="text")  # 24 options, one request each
+        assert s.requests == 24 and 2 <= s.peak_in_flight <= 3  # concurrent, never more than 3 at once
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_failed_requests_are_retried_with_backoff(toy, status):
     lm, train = toy

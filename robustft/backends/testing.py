@@ -73,6 +73,7 @@ class TestServer:
         url: the API root (``http://127.0.0.1:PORT/v1``).
         requests: completion requests received (failed and stalled ones included).
         model_seconds: seconds spent in the model (the client's overhead is the rest).
+        peak_in_flight: the most completion requests it was answering at once.
     """
 
     __test__ = False  # not a pytest test class
@@ -85,6 +86,7 @@ class TestServer:
         self.fail_first, self.fail_status = fail_first, fail_status
         self.stall_first, self.stall_seconds = stall_first, stall_seconds
         self.requests, self.model_seconds = 0, 0.0
+        self.in_flight = self.peak_in_flight = 0  # completions being answered now, and the most at once
         self._raw = {s: _RawText(lm.model, lm.tokenizer, answer_by=lm.answer_by, chat=False, name=lm.name,
                                  info=dict(lm.info), special=s) for s in (True, False)}
         self._count_lock, self._model_lock = threading.Lock(), threading.Lock()
@@ -150,15 +152,21 @@ class TestServer:
                     kind = "RateLimitError" if server.fail_status == 429 else "ServiceUnavailableError"
                     return self._send(server.fail_status, _error("injected failure", kind),
                                       {"retry-after-ms": "10"})
-                if n < server.fail_first + server.stall_first:
-                    time.sleep(server.stall_seconds)
+                with server._count_lock:
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
                 try:
+                    if n < server.fail_first + server.stall_first:
+                        time.sleep(server.stall_seconds)
                     body = json.loads(raw)
                     self._send(200, server._complete(body))
                 except _Refused as e:
                     self._send(e.status, _error(str(e), "BadRequestError" if e.status == 400 else "NotFoundError"))
                 except (ValueError, TypeError, KeyError) as e:
                     self._send(400, _error(f"bad request: {e}", "BadRequestError"))
+                finally:
+                    with server._count_lock:
+                        server.in_flight -= 1
 
         return Handler
 
