@@ -70,6 +70,8 @@ def test_response_nlls_agree_within_1e_4(toy, server):
         np.testing.assert_allclose(b.response_entropy, a.response_entropy, atol=1e-4, rtol=0)
         np.testing.assert_allclose(b.scores.logprobs, a.scores.logprobs, atol=1e-4, rtol=0)
         np.testing.assert_array_equal(b.scores.n_tokens, a.scores.n_tokens)
+    assert robustft.evaluate(remote, train[:8], progress=False).predictions == \
+        robustft.evaluate(lm, train[:8], progress=False).predictions
     prompts, conts = [s.question for s in train[:4]], [" " + s.options[0] for s in train[:4]]
     for x, y in zip(lm.score_continuations(prompts, conts), remote.score_continuations(prompts, conts)):
         assert len(x) == len(y) > 0
