@@ -35,9 +35,9 @@ import numpy as np
 
 from .denoise import CLEAN, DROPPED, SELECTED, DenoiseConfig, DenoiseResult, detection_report, training_set
 from .detect import run_direct_expert
+from .backends import Backend, require
 from .experts import PassStore, run_pass
 from .metrics import EvalResult
-from .model import LanguageModel
 from .prompts import self_select_prompt
 from .sample import MC, Sample, letter_index
 
@@ -127,12 +127,13 @@ def _rows(samples, noisy, **per_sample):
     return rows
 
 
-def self_select(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig | None = None, *,
+def self_select(samples: Sequence[Sample], lm: Backend, config: DenoiseConfig | None = None, *,
                 out: str | os.PathLike | None = None, progress: bool = True) -> DenoiseResult:
     """SelfSelect: drop the samples whose label the model itself judges wrong (see the module
     docstring). `config` gives batch_size; `out` stores the pass."""
     config = config or DenoiseConfig()
     samples = list(samples)
+    require(lm, "score_options", stage="SelfSelect")
     judged = [Sample(id=s.id, question=self_select_prompt(s), options=("Yes", "No"), answer="A") for s in samples]
     out_ = run_pass("self_select", lm, judged, [j.question for j in judged], by="text", batch_size=config.batch_size,
                     store=_store(out), progress=progress)
@@ -140,29 +141,32 @@ def self_select(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseCon
     return _result(samples, _rows(samples, noisy), config)
 
 
-def confident_learning(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig | None = None, *,
+def confident_learning(samples: Sequence[Sample], lm: Backend, config: DenoiseConfig | None = None, *,
                        out: str | os.PathLike | None = None, progress: bool = True) -> DenoiseResult:
     """Confident learning: drop the label issues cleanlab finds in the direct expert's option
     probabilities (see the module docstring)."""
     config = config or DenoiseConfig()
     samples = list(samples)
     _check_mc(samples, "confident learning")
+    require(lm, "score_options", stage="confident learning")
     direct = _direct(lm, samples, config, _store(out), progress)
     noisy = confident_learning_flags([s.answer_index for s in samples], direct.probs)
     return _result(samples, _rows(samples, noisy, direct=direct.answers), config)
 
 
-def noiseal(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig | None = None, *,
+def noiseal(samples: Sequence[Sample], lm: Backend, config: DenoiseConfig | None = None, *,
             out: str | os.PathLike | None = None, keep: float = 0.5, progress: bool = True) -> DenoiseResult:
     """NoiseAL, simplified (see the module docstring): small-loss split of the given labels
     under the base model, CER relabeling of the rest (k = ``config.k`` clean examples), relabels
     kept when their probability is at least `keep`."""
-    from .detect import run_detection_experts
-    from .relabel import embed, relabel
+    from .detect import detection_needs, run_detection_experts
+    from .relabel import embed, relabel, relabel_needs
 
     config = config or DenoiseConfig()
     samples = list(samples)
     _check_mc(samples, "NoiseAL")
+    require(lm, *detection_needs(samples), *relabel_needs(samples, k=max(config.k, 1), embedder=config.embedder),
+            stage="NoiseAL")
     store = _store(out)
     kw = dict(batch_size=config.batch_size, store=store, progress=progress)
     direct, reasoning = run_detection_experts(lm, samples, max_new_tokens=config.max_new_tokens, **kw)
@@ -184,15 +188,16 @@ def noiseal(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig 
     return _result(samples, rows, config)
 
 
-def self_rag(lm: LanguageModel, references: Sequence[Sample], test: Sequence[Sample], *, k: int = 3,
+def self_rag(lm: Backend, references: Sequence[Sample], test: Sequence[Sample], *, k: int = 3,
              embedder: str = "auto", batch_size: int = 64, progress: bool = False) -> EvalResult:
     """SelfRAG as the paper runs it: answer each test question with its k most similar
     reference samples (the noisy training set, labels as given) as worked examples; no
     fine-tuning. Returns the `EvalResult` on `test` (see the module docstring)."""
     from .evaluate import evaluate
-    from .relabel import embed, fit_context_prompts, nearest_clean
+    from .relabel import embed, fit_context_prompts, nearest_clean, relabel_needs
 
     references, test = list(references), list(test)
+    require(lm, *relabel_needs(test, k=k, embedder=embedder), stage="SelfRAG")
     emb = embed([*references, *test], embedder, lm, batch_size)
     pool = np.zeros(len(emb), dtype=bool)
     pool[:len(references)] = True

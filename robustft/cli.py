@@ -1,13 +1,15 @@
 """The `robustft` command: denoise, fine-tune, evaluate, and the offline demo.
 
     robustft denoise  --data noisy/noisy30.csv --model toy --out runs/arc30
+    robustft denoise  --data noisy/noisy30.csv --server http://127.0.0.1:8000/v1 --model NAME --out runs/arc30
     robustft finetune --data runs/arc30/denoise30.csv --model toy --out runs/arc30-lora
     robustft evaluate --data test.csv --model toy --adapter runs/arc30-lora
     robustft demo     --out results/demo --seeds 0 1 2
     robustft compare  --out results/compare --seeds 0 1 2
 
 `--model` takes a Hugging Face id, a local folder, or `toy` / `toy:N` (the offline model of
-seed N). `--data` takes a file (official CSV, JSON, JSONL, Alpaca) or an official dataset
+seed N); with `--server` (an OpenAI-compatible server: vLLM, SGLang) it is the served model's
+name, and the key comes from OPENAI_API_KEY. `--data` takes a file (official CSV, JSON, JSONL, Alpaca) or an official dataset
 folder (with `--noise`). Bad input prints the data layer's message (file, row, field) and
 exits with status 2, without a traceback. Nothing the user gave is overwritten: an existing
 `--out` folder that is not a robustft run folder needs `--force`.
@@ -75,6 +77,41 @@ def _load_lm(spec: str, quantize: str | None = None, adapter: str | None = None)
             raise UsageError(f"--model {spec}: cannot load it as a local folder or a Hugging Face id "
                              f"({first})") from None
         raise UsageError(f"--model {spec}: {first.removeprefix(f'{spec}: ')}") from None
+
+
+def _connect(url: str, model: str, tokenizer: str | None, max_in_flight: int, quantize: str | None):
+    """The `ServerBackend` of --server/--model (the key from OPENAI_API_KEY): one line and
+    exit status 2 when the server cannot be reached, does not serve the model, or the
+    openai client is missing."""
+    from robustft.backends.server import ServerBackend, ServerError
+
+    if quantize:
+        raise UsageError("--quantize goes with an in-process model; a server quantizes on its own side")
+    if max_in_flight < 1:
+        raise UsageError(f"--max-in-flight {max_in_flight}: give a number >= 1")
+    if tokenizer and tokenizer.startswith((".", "/", "~")) and not Path(tokenizer).expanduser().is_dir():
+        raise UsageError(f"--tokenizer {tokenizer}: no such folder")
+    try:
+        return ServerBackend(url, model, tokenizer=tokenizer, max_in_flight=max_in_flight)
+    except ServerError as e:
+        raise UsageError(f"--server {url}: {e}") from None
+    except (OSError, ValueError, ImportError) as e:
+        raise UsageError(f"--server {url} --model {model}: {_first(e)}") from None
+
+
+def _check_needs(lm, samples, config) -> None:
+    """Stop before any work when the server lacks what this run's chain needs."""
+    from robustft.backends import CapabilityError, require
+    from robustft.denoise import denoise_needs
+
+    try:
+        require(lm, *denoise_needs(samples, config), stage="robustft denoise")
+    except CapabilityError as e:
+        raise UsageError(str(e)) from None
+
+
+def _first(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _check_embedder(name: str, device=None) -> None:
@@ -206,12 +243,21 @@ def cmd_denoise(args) -> None:
     if any(o.resolve() == Path(args.data).resolve() for o in outputs):
         raise UsageError(f"--out {out} would overwrite the input {args.data}")
     _check_out(out, args.force, "denoise")
-    lm = _load_lm(args.model, args.quantize)
-    _check_embedder(config.embedder, lm.device)
-    _claim_out(out, args.force, {"command": "denoise", "data": str(args.data), "model": args.model})
-    print(f"denoising {len(samples)} samples of {args.data} with {args.model} "
+    if args.server:
+        lm = _connect(args.server, args.model, args.tokenizer, args.max_in_flight, args.quantize)
+        _check_needs(lm, samples, config)
+    else:
+        if args.tokenizer:
+            raise UsageError("--tokenizer goes with --server (an in-process model brings its own)")
+        lm = _load_lm(args.model, args.quantize)
+    _check_embedder(config.embedder, getattr(lm, "device", None))
+    _claim_out(out, args.force, {"command": "denoise", "data": str(args.data), "model": args.model,
+                                 **({"server": args.server} if args.server else {})})
+    print(f"denoising {len(samples)} samples of {args.data} with {args.model}"
+          f"{' at ' + args.server if args.server else ''} "
           f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}", file=sys.stderr)
     start = time.time()
+    sent = dict(getattr(lm, "stats", None) or {})  # a server's requests so far (its probe)
     with _naming(args.data), warnings.catch_warnings():
         # Printed below as the command's own lines, not as Python warnings with a source line.
         warnings.simplefilter("ignore", DegenerateRunWarning)
@@ -226,6 +272,10 @@ def cmd_denoise(args) -> None:
     summary = {"samples": len(samples), "kept": len(result.samples), "seconds": round(seconds, 1),
                "expert_seconds": result.stats.get("seconds"), "parse_rate": result.stats.get("parse_rate"),
                "answer_step": result.stats.get("answer_step"), "warnings": found, "report": result.report}
+    if args.server:  # how the server was used: requests sent and the seconds waited for them
+        summary["server"] = {"url": args.server, "model": args.model, "scoring": lm.scoring,
+                             "requests": lm.stats["requests"] - sent["requests"],
+                             "request_seconds": round(lm.stats["seconds"] - sent["seconds"], 2)}
     write_json(out / "summary.json", summary)
     for w in found:
         print(f"robustft denoise: warning: {w['message']}", file=sys.stderr)
@@ -331,7 +381,8 @@ def cmd_compare(args) -> None:
 # ------------------------------------------------------------------------------ parser
 def _common(p, model=True):
     if model:
-        p.add_argument("--model", required=True, help="Hugging Face id, local folder, or toy / toy:SEED")
+        p.add_argument("--model", required=True, help="Hugging Face id, local folder, or toy / toy:SEED (with "
+                                                      "--server: the served model's name)")
         p.add_argument("--quantize", choices=["4bit", "8bit"], default=None, help="bitsandbytes quantisation (CUDA)")
     p.add_argument("--noise", type=int, default=None, help="noise rate of an official folder's noisy file (30/50/70)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -359,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "answers, experts no better than the label prior, too few clean samples, collapsed "
                         "relabels); the outputs are written all the same")
     p.add_argument("--force", action="store_true", help="recompute every expert batch; allow a foreign --out")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="an OpenAI-compatible server's API root (vLLM, SGLang: http://HOST:8000/v1); --model is then "
+                        "the served model's name, and the key comes from OPENAI_API_KEY")
+    p.add_argument("--tokenizer", default=None,
+                   help="with --server: a local tokenizer folder or Hub id for the chat template and token counts "
+                        "(default: none, the prompt is sent as it is and the server counts tokens)")
+    p.add_argument("--max-in-flight", type=int, default=8, help="with --server: most requests at a time (default: 8)")
     p.set_defaults(func=cmd_denoise)
 
     p = sub.add_parser("finetune", help="LoRA fine-tune on a data file; saves the adapter",

@@ -22,13 +22,13 @@ from typing import Sequence
 import numpy as np
 
 from . import diagnose
-from .detect import CHECKERS, detect_noise, llm_checker, run_detection_experts
+from .backends import Backend, backend_warnings, require
+from .detect import CHECKERS, detect_noise, detection_needs, llm_checker, run_detection_experts
 from .experts import PassStore
 from .files import write_json
 from .metrics import answers_match
-from .model import LanguageModel
 from .prompts import direct_prompt, reasoning_prompt
-from .relabel import REVIEWS, embed, relabel, resolve_embedder
+from .relabel import REVIEWS, embed, relabel, relabel_needs, resolve_embedder
 from .sample import MC, Sample
 from .selection import MEASURES, response_entropy, select_by_entropy, supporting_entropy
 
@@ -251,7 +251,7 @@ class DenoiseResult:
     stats: dict = field(default_factory=dict)
 
 
-def denoise(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig | None = None, *,
+def denoise(samples: Sequence[Sample], lm: Backend, config: DenoiseConfig | None = None, *,
             out: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
             on_batch=None) -> DenoiseResult:
     """Run RobustFT's denoising chain on a noisy SFT set.
@@ -274,6 +274,7 @@ def denoise(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig 
     samples = list(samples)
     if not samples:
         raise ValueError("no samples to denoise")
+    require(lm, *denoise_needs(samples, config), stage=f"denoise ({config.strategy})")
     store = None
     if out is not None:
         store = PassStore(out, force=force, on_batch=on_batch)
@@ -296,14 +297,31 @@ def denoise(samples: Sequence[Sample], lm: LanguageModel, config: DenoiseConfig 
     return DenoiseResult(kept, provenance, config, report, stats)
 
 
-def _chain(samples: list[Sample], lm: LanguageModel, config: DenoiseConfig, store, progress):
+def denoise_needs(samples: Sequence[Sample], config: DenoiseConfig) -> list[str]:
+    """The backend capabilities a `denoise` run of `config` over `samples` needs
+    (`robustft.backends.require`, called before any work): token counts (which samples fit
+    the context), the detection experts' (`detect.detection_needs`), the LLM checker's
+    option scores, relabeling's (`relabel.relabel_needs`: the "llm" embedder needs hidden
+    states) and, to rank relabels by Shannon entropy, exact token entropies."""
+    needs = ["count_tokens", *detection_needs(samples)]
+    if config.strategy == "robustft":
+        if config.checker == "llm":
+            needs.append("score_options")
+        needs += relabel_needs(samples, k=config.k if config.cer else 0, embedder=config.embedder)
+        if config.entropy == "shannon":
+            needs.append("token_entropy")
+    return list(dict.fromkeys(needs))
+
+
+def _chain(samples: list[Sample], lm: Backend, config: DenoiseConfig, store, progress):
     """detect → relabel → select over samples that fit the model: (training set, provenance, stats)."""
     kw = dict(batch_size=config.batch_size, store=store, progress=progress)
     direct, reasoning = run_detection_experts(lm, samples, max_new_tokens=config.max_new_tokens,
                                               paths=config.reasoning_paths, temperature=config.temperature, **kw)
     labels = [s.answer for s in samples]
     tasks = [s.task for s in samples]
-    found = _check_experts(samples, direct, reasoning, config.max_new_tokens)
+    # The backend's own limits first (approximate option scores), then the experts' checks.
+    found = backend_warnings(lm) + _check_experts(samples, direct, reasoning, config.max_new_tokens)
     if config.strategy == "noise_aware":
         kept, provenance, stats = _noise_aware(samples, direct, reasoning)
         passes = {"direct": direct, "reasoning": reasoning}
@@ -422,7 +440,7 @@ def _noise_aware(samples: list[Sample], direct, reasoning):
     return kept, provenance, stats
 
 
-def too_long(lm: LanguageModel, samples: Sequence[Sample], max_new_tokens: int) -> np.ndarray:
+def too_long(lm: Backend, samples: Sequence[Sample], max_new_tokens: int) -> np.ndarray:
     """[n] bool: the samples the chain cannot ask the model: their direct prompt with room
     for the answer (`LanguageModel.answer_room`), or their reasoning prompt with one
     generated token, does not fit the model's context."""

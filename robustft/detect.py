@@ -28,9 +28,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .backends import Backend, require
 from .experts import ExpertOutputs, PassStore, run_pass
 from .metrics import answers_match
-from .model import LanguageModel
 from .progress import progress_bar
 from .prompts import checker_prompt, direct_prompt, reasoning_prompt, states_answer
 from .sample import MC, Sample
@@ -144,7 +144,7 @@ def self_consistency(path_answers: Sequence[Sequence], tasks: Sequence[str] | No
     return answers, agreement, source
 
 
-def run_reasoning_expert(lm: LanguageModel, samples: Sequence[Sample], *, paths: int = 1, temperature: float = 0.7,
+def run_reasoning_expert(lm: Backend, samples: Sequence[Sample], *, paths: int = 1, temperature: float = 0.7,
                          max_new_tokens: int = 64, batch_size: int = 64, store: PassStore | None = None,
                          progress: bool = True) -> ExpertOutputs:
     """The reasoning-enhanced expert: one greedy step-by-step response per sample, or, with
@@ -181,7 +181,7 @@ def run_reasoning_expert(lm: LanguageModel, samples: Sequence[Sample], *, paths:
                                seconds=greedy.seconds + sum(p.seconds for p in sampled), **stats)
 
 
-def answer_step(lm: LanguageModel, samples: Sequence[Sample], prompts: Sequence[str], outputs: ExpertOutputs, *,
+def answer_step(lm: Backend, samples: Sequence[Sample], prompts: Sequence[str], outputs: ExpertOutputs, *,
                 batch_size: int = 64, store: PassStore | None = None, progress: bool = False) -> ExpertOutputs:
     """The second stage of zero-shot chain-of-thought prompting (Kojima et al., 2022): where a
     multiple-choice response states no answer (cut off by the budget, or never committing),
@@ -209,7 +209,7 @@ def answer_step(lm: LanguageModel, samples: Sequence[Sample], prompts: Sequence[
                                seconds=outputs.seconds + picked.seconds)
 
 
-def run_direct_expert(lm: LanguageModel, samples: Sequence[Sample], *, max_new_tokens: int = 64,
+def run_direct_expert(lm: Backend, samples: Sequence[Sample], *, max_new_tokens: int = 64,
                       batch_size: int = 64, store: PassStore | None = None, progress: bool = True) -> ExpertOutputs:
     """The direct expert alone (option scoring; short answers by generation). One call for
     every user of this pass, so the baselines share its stored batches with `denoise`."""
@@ -217,11 +217,19 @@ def run_direct_expert(lm: LanguageModel, samples: Sequence[Sample], *, max_new_t
                     max_new_tokens=max_new_tokens, batch_size=batch_size, store=store, progress=progress)
 
 
-def run_detection_experts(lm: LanguageModel, samples: Sequence[Sample], *, max_new_tokens: int = 64,
+def detection_needs(samples: Sequence[Sample]) -> list[str]:
+    """The backend capabilities the two detection experts need (`robustft.backends.require`):
+    generation (the reasoning expert writes every sample's response) and, with multiple
+    choice, option scores (the direct expert, and the answer step after a response)."""
+    return [*(["score_options"] if any(s.task == MC for s in samples) else []), "generate"]
+
+
+def run_detection_experts(lm: Backend, samples: Sequence[Sample], *, max_new_tokens: int = 64,
                           batch_size: int = 64, paths: int = 1, temperature: float = 0.7,
                           store: PassStore | None = None, progress: bool = True) -> tuple[ExpertOutputs, ExpertOutputs]:
     """The direct and the reasoning-enhanced expert over `samples`: (direct, reasoning).
     `paths` and `temperature` go to `run_reasoning_expert` (1: the paper's single response)."""
+    require(lm, *detection_needs(samples), stage="noise detection")
     direct = run_direct_expert(lm, samples, max_new_tokens=max_new_tokens, batch_size=batch_size, store=store,
                                progress=progress)
     reasoning = run_reasoning_expert(lm, samples, paths=paths, temperature=temperature, max_new_tokens=max_new_tokens,
@@ -229,7 +237,7 @@ def run_detection_experts(lm: LanguageModel, samples: Sequence[Sample], *, max_n
     return direct, reasoning
 
 
-def llm_checker(lm: LanguageModel, samples: Sequence[Sample], direct: Sequence, reasoning: Sequence, *,
+def llm_checker(lm: Backend, samples: Sequence[Sample], direct: Sequence, reasoning: Sequence, *,
                 batch_size: int = 64, store: PassStore | None = None, progress: bool = True) -> np.ndarray:
     """The paper's LLM checker: the model reads the label and both experts' answers and says
     whether the label is noisy ("Yes"/"No", scored as two options). [n] bool."""

@@ -18,6 +18,9 @@ once as a `DegenerateRunWarning`; ``robustft denoise --strict`` exits non-zero o
 - ``collapse``: the kept relabels are nearly all one answer.
 - ``nothing_kept``: the denoised training set is empty, so there is nothing to fine-tune on
   (`nothing_kept`; `robustft.experiments.Experiment` then scores the base model).
+- ``approximate_scores``: the backend scores options from top-k next-token log-probs, not
+  from each option's whole continuation (a server that refuses ``echo``;
+  `robustft.backends.backend_warnings`).
 """
 from __future__ import annotations
 

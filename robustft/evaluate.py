@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .backends import require
 from .inference import generate, predict_letters, score_options
 from .metrics import EvalResult, accuracy_report
 from .model import LanguageModel
@@ -49,6 +50,15 @@ def evaluate(lm: LanguageModel, samples: Sequence[Sample], *, method: str | None
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     prompts = [prompt(s) for s in samples]
+    if not isinstance(lm, LanguageModel):  # another backend (a server): through its own methods
+        require(lm, "score_options" if method == "score" else "generate", stage="evaluation")
+        if method == "score":
+            predictions = predict_letters(lm.score_options(samples, prompts, by=by, batch_size=batch_size))
+        else:
+            outs = lm.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               ids=[s.id for s in samples])
+            predictions = [extract_answer(g.text, s) for g, s in zip(outs, samples)]
+        return accuracy_report(samples, predictions)
     if method == "score":
         predictions = predict_letters(score_options(lm, samples, prompts, by=by, batch_size=batch_size,
                                                     progress=progress))

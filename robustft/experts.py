@@ -11,13 +11,14 @@ plain row per sample:
   text, the extracted answer, and the response's response entropy (mean token NLL), mean
   token entropy and largest token NLL.
 
-The stages (`detect`, `relabel`, `select`) only ever see these rows as arrays, so outputs
-from another backend (vLLM, an API) can replace a pass.
+The pass asks its backend (`robustft.backends.Backend`: the in-process `LanguageModel`, or
+an OpenAI-compatible server, `robustft.backends.server.ServerBackend`) and the stages
+(`detect`, `relabel`, `select`) only ever see these rows as arrays.
 
 Resuming: with a `PassStore`, each pass is cut into batches of consecutive samples and each
 finished batch is appended to ``experts.jsonl`` in the run folder at once. A batch is keyed
-by a hash of everything that decides its rows (the pass, the model's
-`LanguageModel.fingerprint`, the decoding settings and the exact prompts and options), so a re-run reuses every finished batch, a changed
+by a hash of everything that decides its rows (the pass, the backend's
+`fingerprint`, the decoding settings and the exact prompts and options), so a re-run reuses every finished batch, a changed
 config or input recomputes only the batches it changes, and a killed run loses at most the
 batch in flight.
 """
@@ -33,9 +34,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .inference import generate, score_options
+from .backends import Backend, require
 from .kernels import OptionScores
-from .model import LanguageModel
 from .progress import progress_bar
 from .prompts import extract_answer
 from .runlog import RunLog
@@ -184,8 +184,8 @@ def _finite(v: float):
     return float(v) if np.isfinite(v) else None
 
 
-def _score_rows(lm: LanguageModel, samples, prompts, batch_size, by=None, responses=None) -> list[dict]:
-    sc = score_options(lm, samples, prompts, by=by, responses=responses, batch_size=batch_size, progress=False)
+def _score_rows(lm: Backend, samples, prompts, batch_size, by=None, responses=None) -> list[dict]:
+    sc = lm.score_options(samples, prompts, by=by, responses=responses, batch_size=batch_size)
     best, h = sc.best(), sc.response_entropy
     rows = []
     for i, s in enumerate(samples):
@@ -199,15 +199,15 @@ def _score_rows(lm: LanguageModel, samples, prompts, batch_size, by=None, respon
 
 
 def _generate_rows(lm, samples, prompts, batch_size, max_new_tokens, temperature=0.0, seed=0) -> list[dict]:
-    gens = generate(lm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
-                    seed=seed, ids=[s.id for s in samples], progress=False)
+    gens = lm.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
+                       seed=seed, ids=[s.id for s in samples])
     return [{"answer": extract_answer(g.text, s), "text": g.text, "finished": g.finished,
              "response_entropy": _finite(g.response_entropy), "max_token_nll": _finite(g.max_token_nll),
              "token_entropy": _finite(float(g.entropy.mean()) if len(g.entropy) else np.nan)}
             for g, s in zip(gens, samples)]
 
 
-def _batch_key(name: str, lm: LanguageModel, settings: dict, samples, prompts) -> str:
+def _batch_key(name: str, lm: Backend, settings: dict, samples, prompts) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([name, ROW_FORMAT, lm.fingerprint, settings], sort_keys=True).encode())
     for s, p in zip(samples, prompts):
@@ -215,7 +215,7 @@ def _batch_key(name: str, lm: LanguageModel, settings: dict, samples, prompts) -
     return h.hexdigest()[:24]
 
 
-def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: Sequence[str], *,
+def run_pass(name: str, lm: Backend, samples: Sequence[Sample], prompts: Sequence[str], *,
              generate_all: bool = False, by: str | None = None, responses: Sequence[str] | None = None,
              max_new_tokens: int = 64, temperature: float = 0.0, seed: int = 0, batch_size: int = 64,
              store: PassStore | None = None, progress: bool = True) -> ExpertOutputs:
@@ -244,6 +244,9 @@ def run_pass(name: str, lm: LanguageModel, samples: Sequence[Sample], prompts: S
     if responses is not None:  # a response continues its prompt: both decide the row
         keyed = [f"{p}\x00{r}" for p, r in zip(prompts, responses)]
     generates = generate_all or any(s.task != MC for s in samples)
+    scores = not generate_all and any(s.task == MC for s in samples)
+    require(lm, *(["score_options"] if scores else []), *(["generate"] if generates else []),
+            stage=f"the {name} expert")
     settings = {"max_new_tokens": max_new_tokens if generates else None,
                 "generate_all": generate_all, "by": by or lm.answer_by}
     if temperature > 0 and generates:  # greedy passes keep the keys their stored batches have

@@ -29,7 +29,8 @@ import torch
 
 from .kernels import OptionScores, linear_token_stats, option_logprobs, response_stats, token_stats
 from .kernels.dispatch import reduce_response, shift_labels
-from .model import LanguageModel
+# `LanguageModel` (robustft.model) appears in annotations only (strings, never evaluated):
+# robustft.model imports this module, its Backend methods delegating here, so no import back.
 from .progress import progress_bar
 from .prompts import ANSWER_PREFIX, answer_line, direct_prompt
 from .sample import MC, Sample, letter, letter_index
@@ -422,6 +423,43 @@ def _score_sequences(lm, rows, pairs, logprobs, n_tokens, entropy, batch_size, p
         for b, j in enumerate(batch):
             i, k = rows[j]
             logprobs[i, k], entropy[i, k], n_tokens[i, k] = lp[b], ent[b], n_cont[b]
+
+
+# -------------------------------------------------------------- continuation scoring
+@torch.inference_mode()
+def continuation_logprobs(lm: LanguageModel, prompts: Sequence[str], continuations: Sequence[str], *,
+                          batch_size: int = 16) -> list[np.ndarray]:
+    """Teacher-forced log-probs of each continuation after its rendered prompt.
+
+    Args:
+        prompts: n prompt texts (before rendering; `LanguageModel.render` applies the chat
+            template).
+        continuations: n texts that follow the rendered prompts, tokenised with them as
+            `LanguageModel.encode_pairs` does (so exactly the tokens option scoring reads).
+
+    Returns n arrays, [L_i] float64 ``log p(token_j | prompt, tokens_<j)`` of the i-th
+    continuation's L_i tokens (under the model's own temperature-1 distribution: what a
+    server's ``echo`` + ``logprobs`` report for the same text).
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts for {len(continuations)} continuations")
+    pairs = lm.encode_pairs([lm.render(p) for p in prompts], list(continuations))
+    for i, (c, x) in enumerate(pairs):
+        lm.check_length(len(c) + len(x), i)
+    out: list[np.ndarray] = [np.zeros(0)] * len(pairs)
+    for batch in length_sorted_batches([len(c) + len(x) for c, x in pairs], batch_size):
+        width = max(len(pairs[j][1]) for j in batch)  # the longest continuation in the batch
+        if width == 0:
+            continue
+        ids, mask, pos = left_pad([pairs[j][0] + pairs[j][1] for j in batch], lm.tokenizer.pad_token_id, lm.device)
+        # Position t predicts token t + 1: the last width + 1 positions cover every continuation.
+        logits = response_logits(lm, ids, mask, pos, width + 1)[:, :-1].float()  # [B, width, V]
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, -width:, None]).squeeze(-1)
+        lp = lp.double().cpu().numpy()  # [B, width]
+        for b, j in enumerate(batch):
+            m = len(pairs[j][1])
+            out[j] = lp[b, width - m:].copy()
+    return out
 
 
 # -------------------------------------------------------------------------- generation

@@ -11,6 +11,10 @@ stage needs to agree on:
 
 Fine-tuning, option scoring and generation all tokenise through `encode_pairs`, so the tokens
 a model is trained on are exactly the tokens it is later scored on.
+
+`LanguageModel` is the first `robustft.backends.Backend` (every capability): its
+`score_options`, `generate`, `score_continuations` and `embed` methods are what the stages
+call, delegating to `robustft.inference`.
 """
 from __future__ import annotations
 
@@ -162,6 +166,56 @@ class LanguageModel:
             raise ValueError(f"sample {sample_id!r}: {n_tokens} tokens exceed the model's maximum "
                              f"length {self.max_length}; shorten the prompt (fewer context examples) "
                              "or use a model with a longer context")
+
+    # --------------------------------------------------------------- the Backend seam
+    # `robustft.backends.Backend`: what the stages call. The in-process model can do all of
+    # it; each method delegates to `robustft.inference` (imported here: it imports this module).
+    @property
+    def capabilities(self) -> frozenset:
+        """Every capability of `robustft.backends.CAPABILITIES`."""
+        from .backends import CAPABILITIES
+
+        return CAPABILITIES
+
+    def score_options(self, samples: Sequence[Sample], prompts: Sequence[str] | None = None, *,
+                      by: str | None = None, responses: Sequence[str] | None = None, batch_size: int = 64):
+        """`robustft.inference.score_options` (no progress bar): `OptionScores`, numpy [n, K]."""
+        from .inference import score_options
+
+        return score_options(self, samples, prompts, by=by, responses=responses, batch_size=batch_size,
+                             progress=False)
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
+                 batch_size: int = 16, ids: Sequence | None = None) -> list:
+        """`robustft.inference.generate` (no progress bar): one `Generation` per prompt."""
+        from .inference import generate
+
+        return generate(self, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                        batch_size=batch_size, ids=ids, progress=False)
+
+    def score_continuations(self, prompts: Sequence[str], continuations: Sequence[str],
+                            batch_size: int = 16) -> list[np.ndarray]:
+        """`robustft.inference.continuation_logprobs`: per continuation, [L_i] float64 teacher-forced
+        log p(token | render(prompt), previous tokens)."""
+        from .inference import continuation_logprobs
+
+        return continuation_logprobs(self, prompts, continuations, batch_size=batch_size)
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """[n, H] float32: the mean over each text's real tokens of the model's last hidden
+        states (the "llm" retrieval embedder of `robustft.relabel.embed`; not normalised)."""
+        from .inference import left_pad
+
+        ids = self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        out = np.zeros((len(ids), self.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start:start + batch_size]
+            x, mask, pos = left_pad(batch, self.tokenizer.pad_token_id, self.device)
+            h = self.base_model.model(input_ids=x, attention_mask=mask, position_ids=pos).last_hidden_state
+            m = mask[..., None].to(h.dtype)
+            out[start:start + len(batch)] = ((h * m).sum(1) / m.sum(1)).float().cpu().numpy()
+        return out
 
     # ------------------------------------------------------------------------------- text
     def render(self, prompt: str) -> str:

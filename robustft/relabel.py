@@ -29,12 +29,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 
+from .backends import Backend, require
 from .experts import ExpertOutputs, PassStore, run_pass
-from .inference import left_pad
 from .metrics import answers_match
-from .model import LanguageModel
 from .prompts import context_prompt, format_question, reasoning_steps, review_prompt
 from .sample import MC, Sample, letter_index
 
@@ -91,7 +89,7 @@ def resolve_embedder(embedder: str) -> str:
     return "minilm" if importlib.util.find_spec("sentence_transformers") else "llm"
 
 
-def embed(samples: Sequence[Sample], embedder: str = "auto", lm: LanguageModel | None = None,
+def embed(samples: Sequence[Sample], embedder: str = "auto", lm: Backend | None = None,
           batch_size: int = 64) -> np.ndarray:
     """[n, d] float32 embeddings of the samples' questions with options, L2-normalised.
 
@@ -106,13 +104,14 @@ def embed(samples: Sequence[Sample], embedder: str = "auto", lm: LanguageModel |
     if name == "llm":
         if lm is None:
             raise ValueError("embedder='llm' needs the model (lm=...)")
-        vecs = _llm_embeddings(lm, texts, batch_size)
+        require(lm, "hidden_states", stage="the 'llm' retrieval embedder")
+        vecs = lm.embed(texts, batch_size)
     elif name == "tfidf":
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         vecs = TfidfVectorizer(sublinear_tf=True).fit_transform(texts).toarray()
     else:
-        vecs = _sentence_embeddings(name, texts, batch_size, device=None if lm is None else lm.device)
+        vecs = _sentence_embeddings(name, texts, batch_size, device=getattr(lm, "device", None))
     vecs = np.asarray(vecs, dtype=np.float32)
     norm = np.linalg.norm(vecs, axis=1, keepdims=True)
     return vecs / np.where(norm > 0, norm, 1.0)
@@ -154,20 +153,6 @@ def _sentence_model(path: str, device: str | None):
             hf_logging.enable_progress_bar()
 
 
-@torch.inference_mode()
-def _llm_embeddings(lm: LanguageModel, texts, batch_size: int) -> np.ndarray:
-    """Mean over the real tokens of the LLM's last hidden states: [n, H]."""
-    ids = lm.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-    out = np.zeros((len(ids), lm.config.hidden_size), dtype=np.float32)
-    for start in range(0, len(ids), batch_size):
-        batch = ids[start:start + batch_size]
-        x, mask, pos = left_pad(batch, lm.tokenizer.pad_token_id, lm.device)
-        h = lm.base_model.model(input_ids=x, attention_mask=mask, position_ids=pos).last_hidden_state
-        m = mask[..., None].to(h.dtype)
-        out[start:start + len(batch)] = ((h * m).sum(1) / m.sum(1)).float().cpu().numpy()
-    return out
-
-
 # ------------------------------------------------------------------------ CER and review
 def answer_text(sample: Sample, answer: str | None, by: str) -> str:
     """An answer as the model writes it after ``Answer:``: the letter, or the option text."""
@@ -178,7 +163,7 @@ def answer_text(sample: Sample, answer: str | None, by: str) -> str:
     return answer
 
 
-def fit_context_prompts(lm: LanguageModel, targets: Sequence[Sample], examples: Sequence[Sequence[Sample]],
+def fit_context_prompts(lm: Backend, targets: Sequence[Sample], examples: Sequence[Sequence[Sample]],
                         budget: int = 64) -> list[str]:
     """CER prompts with as many of each sample's examples (most similar first) as fit the
     model's context with room for the answer (`LanguageModel.answer_room`): a long question
@@ -189,6 +174,7 @@ def fit_context_prompts(lm: LanguageModel, targets: Sequence[Sample], examples: 
         budget: the generation budget of a short answer (scored options need their longest
             option instead).
     """
+    require(lm, "count_tokens", stage="fitting the CER prompts to the context")
     prompts = [context_prompt(s, list(ex), by=lm.answer_by) for s, ex in zip(targets, examples)]
     room = lm.answer_room(targets, budget)
     fits = lm.fits(prompts, room)
@@ -241,7 +227,19 @@ class Relabels:
     labels: list
 
 
-def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, reasoning: ExpertOutputs, *,
+def relabel_needs(samples: Sequence[Sample], *, k: int = 3, embedder: str | None = "auto") -> list[str]:
+    """The backend capabilities `relabel` needs (`robustft.backends.require`): token counts
+    (the CER prompts are fitted to the context), option scores and/or generation for the
+    samples' tasks, and hidden states for the "llm" embedder (`embedder` None: embeddings
+    are given)."""
+    needs = ["count_tokens", *(["score_options"] if any(s.task == MC for s in samples) else []),
+             *(["generate"] if any(s.task != MC for s in samples) else [])]
+    if k > 0 and embedder is not None and resolve_embedder(embedder) == "llm":
+        needs.append("hidden_states")
+    return needs
+
+
+def relabel(lm: Backend, samples: Sequence[Sample], noisy: np.ndarray, reasoning: ExpertOutputs, *,
             k: int = 3, embedder: str = "auto", review: str = "agent", embeddings: np.ndarray | None = None,
             max_new_tokens: int = 64, batch_size: int = 64, store: PassStore | None = None,
             progress: bool = True) -> Relabels:
@@ -259,6 +257,8 @@ def relabel(lm: LanguageModel, samples: Sequence[Sample], noisy: np.ndarray, rea
     if review not in REVIEWS:
         raise ValueError(f"review must be one of {REVIEWS}, got {review!r}")
     samples = list(samples)
+    require(lm, *relabel_needs(samples, k=k, embedder=embedder if embeddings is None else None),
+            stage="context-enhanced relabeling")
     noisy = np.asarray(noisy, dtype=bool)
     idx = np.flatnonzero(noisy)
     if len(idx) == 0:  # nothing flagged: no retrieval, no model pass
