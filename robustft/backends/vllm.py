@@ -219,6 +219,13 @@ class VLLMBackend:
         llm_kwargs: passed to ``vllm.LLM`` (e.g. dtype, gpu_memory_utilization,
             tensor_parallel_size, max_model_len).
 
+    Attributes:
+        name: ``"vllm:<model>"``.
+        llm: the `vllm.LLM`.
+        text: the model's text conventions (a weightless `LanguageModel`: chat template,
+            tokenisation, context checks), shared with the in-process backend's code.
+        logprobs: k.
+
     Raises ImportError (what vLLM needs, how to install it) when vLLM is not installed and
     no `llm` is given.
     """
