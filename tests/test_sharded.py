@@ -1,11 +1,13 @@
 """Sharded expert passes (`robustft.shards`): two shards give the outputs of one process.
 
-Two ways to run the shards are checked against one run in one process, on the toy model and a
-small noisy file: two processes under torchrun (they wait for each other at the end of every
-pass), and `--shard 0/2` / `--shard 1/2` runs one after the other (each stops at the first
-pass the other has not finished, exit status 4, and gets one pass further per run). Then
-`robustft merge` leaves every batch stored once, and a run in one process recomputes nothing.
+Three ways to run the shards are checked against one run in one process, on the toy model and
+a small noisy file: two processes under torchrun (they wait for each other at the end of every
+pass), `--shard 0/2 --wait` and `--shard 1/2 --wait` in two processes at once, and
+`--shard 0/2` / `--shard 1/2` runs one after the other (each stops at the first pass the other
+has not finished, exit status 4, and gets one pass further per run). Then a run in one process
+recomputes nothing, and `robustft merge` leaves every batch stored once.
 """
+import dataclasses
 import json
 import os
 import subprocess
@@ -121,6 +123,26 @@ def test_two_processes_under_torchrun_give_the_one_process_outputs(noisy_file, o
     assert_shards_split_the_batches(out, one_process)
     assert_same_outputs(out, one_process)
     assert_a_rerun_computes_nothing_and_merge_stores_each_batch_once(out, one_process, noisy_file)
+
+
+def test_shards_given_by_hand_with_wait_run_together(noisy_file, one_process, tmp_path, monkeypatch):
+    """`--shard 1/2 --wait` in a second process and `--shard 0/2 --wait` in this one, at once."""
+    out = tmp_path / "run"
+    parse = Shard.parse  # this process's shard gives up after 120 s if the other one failed
+    monkeypatch.setattr(Shard, "parse", lambda text, wait=False: dataclasses.replace(parse(text, wait), timeout=120))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    other = subprocess.Popen([sys.executable, "-m", "robustft.cli", *denoise_args(noisy_file, out, "--shard", "1/2",
+                                                                                  "--wait")],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert cli.main(denoise_args(noisy_file, out, "--shard", "0/2", "--wait")) == 0
+        stdout, stderr = other.communicate(timeout=120)
+    finally:
+        other.kill()
+    assert other.returncode == 0, stderr[-3000:]
+    assert "shard 1/2: every expert pass is complete" in stdout
+    assert_shards_split_the_batches(out, one_process)
+    assert_same_outputs(out, one_process)
 
 
 def test_shards_run_one_after_the_other_get_one_pass_further_per_run(noisy_file, one_process, tmp_path, capsys):
