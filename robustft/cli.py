@@ -6,6 +6,8 @@
     robustft evaluate --data test.csv --model toy --adapter runs/arc30-lora
     robustft demo     --out results/demo --seeds 0 1 2
     robustft compare  --out results/compare --seeds 0 1 2
+    torchrun --nproc_per_node 2 -m robustft.cli denoise ...   # or --shard 0/2, --shard 1/2
+    robustft merge    runs/arc30                             # fold the shards' stores into one
 
 `--model` takes a Hugging Face id, a local folder, or `toy` / `toy:N` (the offline model of
 seed N); with `--server` (an OpenAI-compatible server: vLLM, SGLang) it is the served model's
@@ -20,6 +22,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -28,7 +31,9 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_STRICT = 3
+EXIT_PENDING = 4  # a shard stored its share of a pass, which still needs the other shards' batches
 RUN_MARKER = "run.json"
+ATOMIC_TMP = re.compile(r".+\.\d+\.tmp")  # robustft.files.atomic_open's file being written (e.g. by another shard)
 TOY_SPEC = re.compile(r"toy(?::(\d+))?")  # --model toy / toy:SEED
 
 
@@ -169,7 +174,7 @@ def _check_out(out: Path, force: bool, command: str, can_force: bool = True) -> 
     command wrote before (it resumes there), or anything with --force. Nothing is created."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")
-    if not out.exists() or not any(out.iterdir()) or force:
+    if not out.exists() or force or all(ATOMIC_TMP.fullmatch(p.name) for p in out.iterdir()):
         return
     how = "choose another folder or pass --force" if can_force else "choose another folder"
     marker = out / RUN_MARKER
@@ -227,6 +232,29 @@ def _print_report(report: dict) -> None:
           f"{report['selected']} relabels selected, {report['kept']} kept for training")
 
 
+def _shard(args):
+    """The shard this process runs (`robustft.shards`): --shard I/N, or the launcher's
+    (torchrun, accelerate launch); None for a run in one process."""
+    from robustft.shards import Shard
+
+    try:
+        launched = Shard.from_env()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.shard is None:
+        if args.wait:
+            raise UsageError("--wait goes with --shard I/N (under a launcher the shards always wait)")
+        return launched
+    try:
+        shard = Shard.parse(args.shard, wait=args.wait)
+    except ValueError as e:  # its message starts "shard I/N: ..."
+        raise UsageError(f"--{e}") from None
+    if launched is not None and (launched.rank, launched.world) != (shard.rank, shard.world):
+        raise UsageError(f"--shard {args.shard} under a launcher that makes this process shard {launched}; "
+                         "leave --shard out under torchrun / accelerate launch")
+    return shard if shard.world > 1 else None
+
+
 # ------------------------------------------------------------------------------ commands
 def cmd_denoise(args) -> None:
     from robustft.data import to_alpaca, to_messages, to_official_csv
@@ -235,6 +263,10 @@ def cmd_denoise(args) -> None:
     from robustft.files import write_json, write_jsonl
 
     config = DenoiseConfig.from_args(args)
+    shard = _shard(args)
+    if shard is not None and args.force:
+        raise UsageError(f"--force with shard {shard}: the shards would remove each other's stored batches; "
+                         "run with --force in one process, or use a new --out folder")
     samples, noise = _load_data(args.data, args.noise)
     _no_samples(samples, args.data)
     out = Path(args.out)
@@ -243,6 +275,11 @@ def cmd_denoise(args) -> None:
     if any(o.resolve() == Path(args.data).resolve() for o in outputs):
         raise UsageError(f"--out {out} would overwrite the input {args.data}")
     _check_out(out, args.force, "denoise")
+    if shard is not None and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available():  # one GPU per process of the launcher: "cuda" is this one
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
     if args.server:
         lm = _connect(args.server, args.model, args.tokenizer, args.max_in_flight, args.quantize)
         _check_needs(lm, samples, config)
@@ -255,14 +292,20 @@ def cmd_denoise(args) -> None:
                                  **({"server": args.server} if args.server else {})})
     print(f"denoising {len(samples)} samples of {args.data} with {args.model}"
           f"{' at ' + args.server if args.server else ''} "
-          f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}", file=sys.stderr)
+          f"(k={config.k}, beta={config.beta}, checker={config.checker}) -> {out}"
+          + (f" as shard {shard}" if shard else ""), file=sys.stderr)
     start = time.time()
     sent = dict(getattr(lm, "stats", None) or {})  # a server's requests so far (its probe)
     with _naming(args.data), warnings.catch_warnings():
         # Printed below as the command's own lines, not as Python warnings with a source line.
         warnings.simplefilter("ignore", DegenerateRunWarning)
-        result = denoise(samples, lm, config, out=out, force=args.force, progress=not args.no_progress)
+        result = denoise(samples, lm, config, out=out, force=args.force, progress=not args.no_progress, shard=shard)
     seconds = time.time() - start
+    if shard is not None and shard.rank != 0:
+        # Every shard has every row now; one writes the outputs (the same as any other would).
+        print(f"shard {shard}: every expert pass is complete ({result.stats['computed_batches']} batches computed "
+              f"here); shard 0/{shard.world} writes the outputs to {out}")
+        return
     by = args.answer_by or "letter"
     to_official_csv(result.samples, outputs[0])
     to_alpaca(result.samples, outputs[1], by=by)
@@ -290,6 +333,11 @@ def cmd_denoise(args) -> None:
     if result.report:
         _print_report(result.report)
     print("wrote " + ", ".join(str(o) for o in outputs) + f", {out / 'provenance.jsonl'}")
+    from robustft.shards import shard_files
+
+    if shard_files(out):
+        print(f"the expert batches are in {len(shard_files(out))} shard files; `robustft merge {out}` folds them "
+              "into experts.jsonl once no shard runs (optional: every run reads them)", file=sys.stderr)
     if found and args.strict:
         raise StrictError(f"--strict: the run reported {len(found)} warning{'s' * (len(found) > 1)} "
                           f"({', '.join(dict.fromkeys(w['check'] for w in found))}); its outputs are in {out}")
@@ -347,6 +395,23 @@ def cmd_evaluate(args) -> None:
 
         write_json(args.json, {"accuracy": result.accuracy, "by_category": result.by_category,
                                "counts": result.counts}, indent=2)
+
+
+def cmd_merge(args) -> None:
+    from robustft.shards import STORE_FILE, merge_shards, shard_files
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    if not shard_files(folder):
+        if not (folder / STORE_FILE).exists():
+            raise UsageError(f"{folder}: no expert store here ({STORE_FILE} or experts.rank-I-of-N.jsonl); "
+                             "give the --out folder of a `robustft denoise` run")
+        print(f"{folder}: no shard files; nothing to merge")
+        return
+    counts = merge_shards(folder)
+    print(f"merged {counts['merged']} batches of {counts['files']} shard files into {folder / STORE_FILE} "
+          f"({counts['duplicates']} already stored); it holds {counts['batches']} batches")
 
 
 def cmd_demo(args) -> None:
@@ -417,7 +482,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --server: a local tokenizer folder or Hub id for the chat template and token counts "
                         "(default: none, the prompt is sent as it is and the server counts tokens)")
     p.add_argument("--max-in-flight", type=int, default=8, help="with --server: most requests at a time (default: 8)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="compute only shard I of N of every expert pass (0 <= I < N), storing it in "
+                        "--out/experts.rank-I-of-N.jsonl; run every shard on the same --out. Without --wait a "
+                        "shard exits with status 4 at the first pass the others have not finished: run the "
+                        "shards again (each run gets one pass further), or once without --shard. Under "
+                        "torchrun / accelerate launch the shard comes from RANK and WORLD_SIZE. Shard 0 writes "
+                        "the outputs; they equal a run in one process")
+    p.add_argument("--wait", action="store_true",
+                   help="with --shard: wait for the other shards at the end of each pass (run them together)")
     p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser("merge", help="fold a sharded run's expert stores into its experts.jsonl",
+                       description="Fold the shard files of a run folder (experts.rank-I-of-N.jsonl, written by "
+                                   "`robustft denoise --shard` or under torchrun) into its experts.jsonl, each "
+                                   "batch once, and remove them. Optional: every run reads the shard files. Run "
+                                   "it when no shard of the folder is running.")
+    p.add_argument("folder", help="the --out folder of a sharded `robustft denoise` run")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("finetune", help="LoRA fine-tune on a data file; saves the adapter",
                        description="LoRA SFT (QLoRA with --quantize 4bit) on the given labels.")
@@ -481,6 +563,7 @@ INTERRUPTED = {"denoise": "finished batches are kept, run again to resume",
                "demo": "finished runs are kept, run again to resume",
                "compare": "finished runs are kept, run again to resume",
                "finetune": "no adapter was saved",
+               "merge": "run it again to finish",
                "evaluate": "nothing was written"}
 
 
@@ -491,12 +574,16 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         command = f"robustft {args.command}"
         from robustft.data import DataError
+        from robustft.shards import ShardPending
 
         try:
             args.func(args)
         except StrictError as e:
             print(f"{command}: error: {e}", file=sys.stderr)
             return EXIT_STRICT
+        except ShardPending as e:  # not an error: this shard's share is stored
+            print(f"{command}: {e}", file=sys.stderr)
+            return EXIT_PENDING
         except (UsageError, DataError, FileNotFoundError, ValueError) as e:
             # Expected problems with the input: one line, no traceback.
             print(f"{command}: error: {e}", file=sys.stderr)

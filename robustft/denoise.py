@@ -8,7 +8,9 @@
 Every stage is a pure function over arrays (`detect_noise`, `nearest_clean`,
 `response_entropy`, `select_by_entropy`, `detection_report`); this module only runs the
 model passes (`robustft.experts`) and wires the arrays through. With ``out=`` each expert
-batch is stored as it finishes, so a re-run resumes; the config is saved beside it.
+batch is stored as it finishes, so a re-run resumes; the config is saved beside it. Several
+processes can share the passes (``torchrun``, ``accelerate launch``, ``shard=``; see
+`robustft.shards`).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from .prompts import direct_prompt, reasoning_prompt
 from .relabel import REVIEWS, embed, relabel, relabel_needs, resolve_embedder
 from .sample import MC, Sample
 from .selection import MEASURES, response_entropy, select_by_entropy, supporting_entropy
+from .shards import Shard
 
 CLEAN, SELECTED, DROPPED, SKIPPED = "clean", "selected", "dropped", "skipped"
 CHECKER_NAMES = (*CHECKERS, "llm")
@@ -253,7 +256,7 @@ class DenoiseResult:
 
 def denoise(samples: Sequence[Sample], lm: Backend, config: DenoiseConfig | None = None, *,
             out: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
-            on_batch=None) -> DenoiseResult:
+            on_batch=None, shard: Shard | None = None) -> DenoiseResult:
     """Run RobustFT's denoising chain on a noisy SFT set.
 
     Args:
@@ -267,6 +270,11 @@ def denoise(samples: Sequence[Sample], lm: Backend, config: DenoiseConfig | None
         force: recompute every expert batch even when stored.
         on_batch: called after each computed and stored expert batch, with the count so far
             (tests use it to interrupt a run; needs `out`).
+        shard: compute only this `robustft.shards.Shard`'s share of each expert pass and
+            gather the other shards' batches from `out` (needs `out`). None: the launcher's
+            shard under torchrun / accelerate launch (`Shard.from_env`), else every batch.
+            A shard that does not wait raises `robustft.shards.ShardPending` at the first
+            pass the other shards have not finished. The result is the same as in one process.
 
     Returns a `DenoiseResult`.
     """
@@ -276,8 +284,10 @@ def denoise(samples: Sequence[Sample], lm: Backend, config: DenoiseConfig | None
         raise ValueError("no samples to denoise")
     require(lm, *denoise_needs(samples, config), stage=f"denoise ({config.strategy})")
     store = None
+    if shard is not None and out is None:
+        raise ValueError(f"shard {shard}: a sharded run needs a run folder (out=) where the shards store their batches")
     if out is not None:
-        store = PassStore(out, force=force, on_batch=on_batch)
+        store = PassStore(out, force=force, on_batch=on_batch, shard=shard)
         write_json(Path(out) / "config.json", {**config.to_dict(), "embedder_resolved": resolve_embedder(config.embedder)})
     long = too_long(lm, samples, config.max_new_tokens)
     if long.any() and not config.skip_long:

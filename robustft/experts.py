@@ -21,12 +21,17 @@ by a hash of everything that decides its rows (the pass, the backend's
 `fingerprint`, the decoding settings and the exact prompts and options), so a re-run reuses every finished batch, a changed
 config or input recomputes only the batches it changes, and a killed run loses at most the
 batch in flight.
+
+Sharding: under ``torchrun``/``accelerate launch`` or with a `robustft.shards.Shard`, each
+process computes only its share of each pass's batches, stores them in its own file
+(``experts.rank-I-of-N.jsonl``) and gathers the others' from theirs; see `robustft.shards`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,45 +43,107 @@ from .backends import Backend, require
 from .kernels import OptionScores
 from .progress import progress_bar
 from .prompts import extract_answer
-from .runlog import RunLog
+from .runlog import RunLog, TailReader
 from .sample import MC, Sample, letter
+from .shards import STORE_FILE, Shard, ShardPending, shard_files
 
-STORE_FILE = "experts.jsonl"
 ROW_FORMAT = 3  # bump when a pass's rows gain or change fields: older stored batches are recomputed
 
 
 class PassStore:
-    """Finished expert batches of one run folder (``<folder>/experts.jsonl``).
+    """Finished expert batches of one run folder.
+
+    It reads the batches of every store file in the folder: ``experts.jsonl`` and the shard
+    files ``experts.rank-I-of-N.jsonl`` (`robustft.shards`), whichever process wrote them.
+    It writes only its own file: ``experts.jsonl`` for a run in one process, the shard's file
+    for a shard. Each file has one writer, so appends need no lock.
 
     Args:
         folder: the run folder (created when missing).
-        force: forget every stored batch first (recompute everything).
+        force: forget every stored batch first (recompute everything; every store file of
+            the folder is removed). Not with a shard: the shards would remove each other's work.
         on_batch: called with the number of batches computed so far after each one is
             stored (tests use it to interrupt a run).
+        shard: this process's `robustft.shards.Shard`; None takes it from the launcher's
+            environment (`Shard.from_env`: ``RANK``/``WORLD_SIZE`` under torchrun or
+            accelerate launch), and a run in one process when there is none.
     """
 
     def __init__(self, folder: str | os.PathLike, force: bool = False,
-                 on_batch: Callable[[int], None] | None = None):
-        path = Path(folder) / STORE_FILE
-        if force and path.exists():
-            path.unlink()
-        self.log = RunLog(path, key=("batch",))
+                 on_batch: Callable[[int], None] | None = None, shard: Shard | None = None):
+        self.folder = Path(folder)
+        shard = shard if shard is not None else Shard.from_env()
+        self.shard = shard if shard is not None and shard.world > 1 else None
+        if force and self.shard is not None:
+            raise ValueError(f"force=True (--force) with shard {self.shard}: the shards would remove each other's "
+                             f"batches; recompute in one process, or remove the store files of {self.folder} first")
+        if force:
+            for path in (self.folder / STORE_FILE, *shard_files(self.folder)):
+                path.unlink(missing_ok=True)
+        own = self.folder / (self.shard.file if self.shard is not None else STORE_FILE)
+        self.log = RunLog(own, key=("batch",))
+        # Every other store file of the folder, read-only: other shards may be appending to them.
+        self._others: dict[Path, TailReader] = {}
+        self._found: dict[str, list[dict]] = {}
+        self._read_others()
         self.computed = 0  # batches computed (not read back) by this process
         self.reused = 0
         self.on_batch = on_batch
 
-    def get(self, key: str) -> list[dict] | None:
+    def _read_others(self) -> None:
+        """Read the rows added to the other store files since the last call."""
+        for path in (self.folder / STORE_FILE, *shard_files(self.folder)):
+            if path != self.log.path:
+                for row in self._others.setdefault(path, TailReader(path)).read():
+                    if "batch" not in row:
+                        raise ValueError(f"{path}: a row without a 'batch' field; not an expert store file")
+                    self._found[row["batch"]] = row["rows"]
+
+    def _lookup(self, key: str) -> list[dict] | None:
         row = self.log.get(batch=key)
-        if row is not None:
+        return row["rows"] if row is not None else self._found.get(key)
+
+    def get(self, key: str) -> list[dict] | None:
+        rows = self._lookup(key)
+        if rows is not None:
             self.reused += 1
-            return row["rows"]
-        return None
+        return rows
+
+    def mine(self, batch: int) -> bool:
+        """Whether batch number `batch` of a pass is this process's to compute (always, in
+        one process)."""
+        return self.shard is None or self.shard.mine(batch)
 
     def add(self, key: str, name: str, rows: list[dict]) -> None:
         self.computed += 1
         self.log.add({"batch": key, "pass": name, "rows": rows})
         if self.on_batch is not None:
             self.on_batch(self.computed)
+
+    def gather(self, name: str, batches: list, progress: bool = False) -> list[list[dict]]:
+        """A pass's batches with the other shards' filled in: `batches` holds each batch's
+        rows, or its key (a str) where another shard computes it. Reads those from the other
+        shards' files, waiting for them if the shard waits; else raises
+        `robustft.shards.ShardPending` when some are still missing."""
+        keys = {b for b in batches if isinstance(b, str)}
+        if not keys:
+            return batches
+        self._read_others()
+        missing = {k for k in keys if self._lookup(k) is None}
+        if missing and not self.shard.wait:
+            raise ShardPending(self.shard, name, len(missing), self.folder)
+        if missing and progress:
+            print(f"shard {self.shard}: waiting for {len(missing)} batches of the {name!r} pass from the other "
+                  f"shards", file=sys.stderr)
+        start = time.monotonic()
+        while missing:
+            if self.shard.timeout is not None and time.monotonic() - start > self.shard.timeout:
+                raise ShardPending(self.shard, name, len(missing), self.folder, waited=time.monotonic() - start)
+            time.sleep(self.shard.poll)
+            self._read_others()
+            missing = {k for k in missing if self._lookup(k) is None}
+        self.reused += len(keys)
+        return [self._lookup(b) if isinstance(b, str) else b for b in batches]
 
 
 @dataclass
@@ -234,7 +301,9 @@ def run_pass(name: str, lm: Backend, samples: Sequence[Sample], prompts: Sequenc
         temperature: 0 generates greedily; > 0 samples (scored rows are unaffected). Each
             batch draws from its own generator, seeded by `seed` and the batch's position,
             so a stored batch and a recomputed one agree.
-        store: where finished batches are kept (resume); None keeps nothing.
+        store: where finished batches are kept (resume); None keeps nothing. A sharded store
+            (`PassStore` with a `robustft.shards.Shard`) computes only this shard's batches
+            (batch b when ``b % world == rank``) and gathers the others' from their files.
 
     Returns the pass as `ExpertOutputs`, rows in the samples' order.
     """
@@ -251,14 +320,17 @@ def run_pass(name: str, lm: Backend, samples: Sequence[Sample], prompts: Sequenc
                 "generate_all": generate_all, "by": by or lm.answer_by}
     if temperature > 0 and generates:  # greedy passes keep the keys their stored batches have
         settings.update(temperature=temperature, seed=seed)
-    rows: list[dict] = []
+    batches: list = []  # per batch: its rows, or its key where another shard computes it
     seconds = 0.0
     starts = range(0, len(samples), batch_size)
-    for start in progress_bar(starts, desc=f"{name} expert", enabled=progress):
+    for index, start in enumerate(progress_bar(starts, desc=f"{name} expert", enabled=progress)):
         part, ps = samples[start:start + batch_size], prompts[start:start + batch_size]
         rs = responses[start:start + batch_size] if responses is not None else None
         key = _batch_key(name, lm, settings, part, keyed[start:start + batch_size] if rs is not None else ps)
         done = store.get(key) if store is not None else None
+        if done is None and store is not None and not store.mine(index):
+            batches.append(key)  # another shard's: gathered from its file below
+            continue
         if done is None:
             t0 = time.perf_counter()
             done = [None] * len(part)
@@ -274,5 +346,7 @@ def run_pass(name: str, lm: Backend, samples: Sequence[Sample], prompts: Sequenc
             seconds += time.perf_counter() - t0
             if store is not None:
                 store.add(key, name, done)
-        rows += done
-    return ExpertOutputs.from_rows(rows, seconds)
+        batches.append(done)
+    if store is not None:  # a shard needs the other shards' batches before the chain goes on
+        batches = store.gather(name, batches, progress)
+    return ExpertOutputs.from_rows([r for b in batches for r in b], seconds)

@@ -55,11 +55,13 @@ def dumps(obj, **kw) -> str:
 
 @contextlib.contextmanager
 def atomic_open(path, **kw):
-    """Open ``path.tmp`` for writing text and rename it to `path` on success; on an error
-    the temporary file is removed and `path` is left as it was."""
+    """Open ``path.PID.tmp`` for writing text and rename it to `path` on success; on an error
+    the temporary file is removed and `path` is left as it was. The process id keeps the
+    temporary files of processes that write the same file at once (the shards of a sharded
+    run, `robustft.shards`) apart: each renames a complete file, the last one stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8", **kw) as f:
             yield f

@@ -3,6 +3,10 @@
 A `RunLog` is a JSON Lines file with one row per finished unit of work (a fine-tuning run, an
 expert pass over a shard). Each row is appended and flushed to disk the moment it is done;
 on restart the finished rows are read back and only the missing ones are computed.
+
+A `RunLog` belongs to one writer (it cuts off a partial last line, which only its own writer
+could have left). Files that other processes append to at the same time are read with a
+`TailReader`, which never writes and reads complete lines only.
 """
 from __future__ import annotations
 
@@ -81,8 +85,62 @@ class RunLog:
         self.rows[k] = row
         return row
 
+    def extend(self, rows: Sequence[dict]) -> None:
+        """Append several finished rows with one flush to disk (`add` flushes each)."""
+        lines = [dumps(row) for row in rows]
+        parsed = [json.loads(line) for line in lines]
+        keys = [self._key_of(row) for row in parsed]
+        with open(self.path, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows.update(zip(keys, parsed))
+
     def __len__(self) -> int:
         return len(self.rows)
 
     def __contains__(self, key: dict) -> bool:
         return self.get(**key) is not None
+
+
+class TailReader:
+    """Read-only view of a JSONL file that another process may be appending to.
+
+    Each `read` returns the rows of the complete lines (ending in a newline) added since the
+    last call; a last line still being written (or left partial by a killed writer) is left
+    for a later call and never cut off (the file is not this reader's to change). A missing
+    file reads as no rows.
+
+    Args:
+        path: the JSONL file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.offset = 0  # bytes of complete lines read so far
+        self.lines = 0
+        self.inode = None
+
+    def read(self) -> list[dict]:
+        """The rows of the complete lines appended since the last call (in file order).
+        Raises ValueError naming the file and line of a complete line that is not JSON."""
+        try:
+            with open(self.path, "rb") as f:
+                inode = os.fstat(f.fileno()).st_ino
+                if inode != self.inode:  # a new file under this name (removed and written again)
+                    self.inode, self.offset, self.lines = inode, 0, 0
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n") + 1  # 0 when no complete line was added
+        rows = []
+        for line in chunk[:end].split(b"\n")[:-1]:
+            self.lines += 1
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{self.path}, line {self.lines}: not JSON ({e.msg})") from None
+        self.offset += end
+        return rows
