@@ -355,9 +355,14 @@ def cmd_finetune(args) -> None:
     out = Path(args.out)
     if out.resolve() == Path(args.data).resolve():
         raise UsageError(f"--out {out} is the input file; give a folder for the adapter")
-    _check_out(out, args.force, "finetune")
+    # Under torchrun / accelerate launch every process runs this command; the first one
+    # (RANK 0) owns the output folder and saves the adapter there.
+    first = int(os.environ.get("RANK", "0")) == 0
+    if first:
+        _check_out(out, args.force, "finetune")
     lm = _load_lm(args.model, args.quantize)
-    _claim_out(out, args.force, {"command": "finetune", "data": str(args.data), "model": args.model})
+    if first:
+        _claim_out(out, args.force, {"command": "finetune", "data": str(args.data), "model": args.model})
     kw = dict(epochs=args.epochs, lr=args.lr, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
               batch_size=args.batch_size, seed=args.seed)
     if args.model.startswith("toy") and args.toy_settings:
@@ -367,7 +372,9 @@ def cmd_finetune(args) -> None:
     with _naming(args.data):
         tuned = robustft.finetune(lm, samples, output_dir=out, progress=not args.no_progress, **kw)
     losses = tuned.info["train_loss"]
-    print(f"fine-tuned on {len(samples)} samples: loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {out}")
+    if first:
+        print(f"fine-tuned on {len(samples)} samples: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+              f"adapter in {out}")
 
 
 def cmd_evaluate(args) -> None:

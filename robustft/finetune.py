@@ -7,6 +7,11 @@ left-padded like inference batches, so the response sits at the end of every row
 its positions go through the lm_head (`logits_to_keep`) — the loss never builds [B, T, V]
 logits for a 150k vocabulary.
 
+The training loop is the transformers `Trainer` (AdamW, warm-up + cosine schedule, gradient
+clipping and accumulation, seeding, activation checkpointing, and DDP under ``torchrun`` or
+``accelerate launch``): `finetune` hands it the examples, a collator that builds the
+left-padded batch and its response labels, and a loss over those labels only.
+
 On CUDA, a model loaded with ``quantize="4bit"`` is trained as QLoRA (the 4-bit base is
 frozen, the LoRA weights train in bf16/fp32).
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-import random
+import tempfile
 import warnings
 from typing import Sequence
 
@@ -22,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .inference import IGNORE, left_pad, length_sorted_batches, response_logits, response_stats_of
+from .inference import (IGNORE, _keep_kwargs, left_pad, length_sorted_batches, response_logits,
+                        response_stats_of)
 from .model import LanguageModel, adapter_hash, copy_model
 from .progress import progress_bar
 from .prompts import answer_line, direct_prompt
@@ -38,11 +44,10 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    """Seed Python's, numpy's and torch's generators (every device), as the `Trainer` does."""
+    from transformers import set_seed
+
+    set_seed(seed)
 
 
 def training_examples(lm: LanguageModel, samples: Sequence[Sample],
@@ -76,9 +81,12 @@ def training_examples(lm: LanguageModel, samples: Sequence[Sample],
     return out
 
 
-def _collate(lm: LanguageModel, examples):
-    """Left-padded batch and the labels of its last `keep` positions ([B, keep])."""
-    ids, mask, pos = left_pad([e[0] for e in examples], lm.tokenizer.pad_token_id, lm.device)
+def _collate(lm: LanguageModel, examples, device=None):
+    """Left-padded batch and the labels of its last `keep` positions: input_ids,
+    attention_mask, position_ids [B, T], labels [B, keep], and keep, on `device` (default:
+    the model's)."""
+    device = lm.device if device is None else device
+    ids, mask, pos = left_pad([e[0] for e in examples], lm.tokenizer.pad_token_id, device)
     n_resp = [len(e[1]) - next(i for i, t in enumerate(e[1]) if t != IGNORE) for e in examples]
     keep = max(n_resp) + 1
     labels = torch.full((len(examples), keep), IGNORE, dtype=torch.long, device=ids.device)
@@ -109,16 +117,10 @@ def _lora_model(lm: LanguageModel, r: int, alpha: int, dropout: float, target_mo
 
     base = lm.model
     if lm.is_quantized:  # QLoRA: freeze the 4-bit base, norms in fp32
+        # (Checkpointing of a full-precision base is turned on by the Trainer.)
         base = prepare_model_for_kbit_training(
             base, use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif gradient_checkpointing:
-        # transformers 5 renamed it (the old name warns); older versions only have the old one.
-        enable = getattr(base, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if target_modules is None:
         names = {n.rsplit(".", 1)[-1] for n, _ in base.named_modules()}
         target_modules = [t for t in LORA_TARGETS if t in names] or "all-linear"
@@ -161,7 +163,13 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
              warmup_ratio: float = 0.03, max_grad_norm: float = 1.0, seed: int = 0,
              gradient_checkpointing: bool | None = None, inplace: bool = False,
              progress: bool = True) -> LanguageModel:
-    """LoRA SFT of `lm` on `samples` (their given answers are the targets).
+    """LoRA SFT of `lm` on `samples` (their given answers are the targets), on the
+    transformers `Trainer`.
+
+    Under ``torchrun --nproc_per_node N`` or ``accelerate launch --multi_gpu --num_processes N``
+    every process calls `finetune` with the same arguments: the Trainer wraps the model in
+    DistributedDataParallel (gloo on CPUs, NCCL on GPUs) and each process trains on its
+    share of every batch. (``accelerate launch --cpu --num_processes N`` starts one process.)
 
     Args:
         lm: the base model; left untouched unless `inplace` (the LoRA layers go into a copy).
@@ -172,12 +180,17 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
         prompts, responses, by: see `training_examples` (defaults: the direct prompt, the
             ``Answer: X`` response in `lm.answer_by` form).
         output_dir: where to save the adapter (``adapter_model.safetensors`` +
-            ``adapter_config.json``); reload with ``load_model(base, adapter=output_dir)``.
-        epochs: passes over the data (fractions allowed).
-        lr, weight_decay, warmup_ratio, max_grad_norm: AdamW with linear warm-up then cosine
-            decay to 0, gradient clipping.
-        batch_size, grad_accum: examples per forward pass, passes per optimizer step. The
-            loss is the mean over all response tokens of the accumulated batch.
+            ``adapter_config.json``; by the first process only); reload with
+            ``load_model(base, adapter=output_dir)``. No Trainer checkpoints are written.
+        epochs: passes over the data (fractions allowed): the Trainer runs
+            ceil(epochs x len(samples) / global batch) optimizer steps, reshuffling the
+            data on every pass (the last batch of a pass may be short).
+        lr, weight_decay, warmup_ratio, max_grad_norm: AdamW with linear warm-up over
+            ceil(warmup_ratio x steps) steps, then cosine decay to 0 (the Trainer's
+            "cosine" schedule), gradient clipping.
+        batch_size, grad_accum: examples per forward pass in each process, passes per
+            optimizer step; the global batch is batch_size x grad_accum x processes. The
+            loss is the mean over all response tokens of the global batch.
         lora_r, lora_alpha, lora_dropout, target_modules: the LoRA adapter (default targets:
             the attention and MLP projections).
         seed: seeds LoRA initialisation, shuffling and dropout.
@@ -187,17 +200,27 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
             hidden size x layers x ACTIVATION_VALUES_PER_HIDDEN values, e.g. SmolLM2-135M at
             batch 8 on ARC prompts (1.7 GB of activations; peak RSS 5.0 GB without, 3.2 GB
             with), and off for the tiny offline model.
+        progress: a "fine-tuning" bar (first process only).
 
-    Returns a `LanguageModel` whose `model` is the peft model (in eval mode), with the
-    per-step training loss in ``info["train_loss"]``.
+    Returns a `LanguageModel` whose `model` is the peft model (in eval mode), with in `info`:
+    ``train_loss`` (the loss of every optimizer step: mean NLL of the global batch's
+    response tokens), ``learning_rate`` (the rate of every step), ``adapter`` (the hash of
+    the LoRA weights), ``adapter_dir`` (when saved) and ``trainer`` (world_size, the model
+    wrapper's class name, e.g. "DistributedDataParallel", distributed_type, global_batch,
+    steps).
     """
     if not samples:
         raise ValueError("no training samples")
     if hasattr(lm.model, "peft_config"):
         raise ValueError("lm already carries a LoRA adapter: fine-tune the base model, or "
                          "merge the adapter first (lm.model.merge_and_unload())")
+    if not 0 <= warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio={warmup_ratio}: give a fraction of the steps in [0, 1)")
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
     by = by or lm.answer_by
-    seed_everything(seed)
+    seed_everything(seed)  # the LoRA initialisation; the Trainer seeds again for training
     if not inplace:
         lm = copy_model(lm)
     examples = training_examples(lm, samples, prompts, responses, by)
@@ -205,40 +228,148 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
         gradient_checkpointing = _activation_bytes(lm, examples, batch_size) > CHECKPOINT_ABOVE_BYTES
     model = _lora_model(lm, lora_r, lora_alpha, lora_dropout, target_modules,
                         gradient_checkpointing)
-    tuned = LanguageModel(model, lm.tokenizer, answer_by=lm.answer_by, chat=lm.chat,
-                          name=f"{lm.name}+lora", info=dict(lm.info))
 
-    total_steps = max(1, math.ceil(epochs * len(examples) / (batch_size * grad_accum)))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, int(warmup_ratio * total_steps)))
-    batches = shuffled_batches(len(examples), batch_size, random.Random(seed))
-    losses: list[float] = []
-    model.train()
-    bar = progress_bar(range(total_steps), desc="fine-tuning", enabled=progress)
-    for _ in bar:
-        groups = [[examples[j] for j in next(batches)] for _ in range(grad_accum)]
-        n_tokens = sum(sum(t != IGNORE for t in e[1]) for g in groups for e in g)
-        loss = 0.0
-        for group in groups:  # gradient accumulation: each part's share of the mean
-            part = response_token_nll(tuned, group) / n_tokens
-            part.backward()
-            loss += part.item()
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss)
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-    model.eval()
-    tuned.info["train_loss"] = losses
-    # Outputs stored for the base model must not be taken for the tuned one's.
-    tuned.info["adapter"] = adapter_hash(model)
-    if output_dir is not None:
-        model.save_pretrained(str(output_dir), safe_serialization=True)
-        tuned.info["adapter_dir"] = str(output_dir)
+    # torchrun and accelerate launch both set WORLD_SIZE; the Trainer's own count is checked below.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    global_batch = batch_size * grad_accum * world
+    total_steps = max(1, math.ceil(epochs * len(examples) / global_batch))
+    with tempfile.TemporaryDirectory(prefix="robustft-trainer-") as scratch:
+        args = TrainingArguments(**_training_arguments(
+            output_dir=str(output_dir) if output_dir is not None else scratch,
+            use_cpu=lm.device.type == "cpu", max_steps=total_steps, batch_size=batch_size,
+            grad_accum=grad_accum, lr=lr, weight_decay=weight_decay,
+            warmup_steps=math.ceil(warmup_ratio * total_steps), max_grad_norm=max_grad_norm,
+            seed=seed, gradient_checkpointing=gradient_checkpointing))
+        if args.world_size != world:
+            raise RuntimeError(f"WORLD_SIZE={world} in the environment but the Trainer sees "
+                               f"{args.world_size} processes: launch with torchrun or "
+                               "accelerate launch, which set both")
+        record = type("StepRecord", (_StepRecord, TrainerCallback), {})(
+            desc="fine-tuning", total=total_steps, enabled=progress)
+        trainer = Trainer(model=model, args=args, train_dataset=examples,
+                          data_collator=_ResponseCollator(lm), compute_loss_func=record.loss,
+                          callbacks=[record])
+        # Our bar and loss record replace the Trainer's printing of every log.
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        record.reduce = lambda t: trainer.accelerator.reduce(t, reduction="sum")
+        with warnings.catch_warnings():
+            # peft reads an attribute that transformers 5 renamed; nothing for a user to do.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            trainer.train()
+        model = trainer.model  # the peft model itself, outside any DDP wrapper
+        model.eval()
+        tuned = LanguageModel(model, lm.tokenizer, answer_by=lm.answer_by, chat=lm.chat,
+                              name=f"{lm.name}+lora", info=dict(lm.info))
+        tuned.info["train_loss"] = record.losses
+        tuned.info["learning_rate"] = record.rates
+        tuned.info["trainer"] = dict(
+            world_size=args.world_size, wrapper=type(trainer.model_wrapped).__name__,
+            distributed_type=str(trainer.accelerator.distributed_type.value), global_batch=global_batch,
+            steps=trainer.state.global_step)
+        # Outputs stored for the base model must not be taken for the tuned one's.
+        tuned.info["adapter"] = adapter_hash(model)
+        if output_dir is not None:
+            if trainer.is_world_process_zero():
+                model.save_pretrained(str(output_dir), safe_serialization=True)
+            trainer.accelerator.wait_for_everyone()  # every process returns a saved adapter
+            tuned.info["adapter_dir"] = str(output_dir)
+        del trainer  # the optimizer state
     return tuned
+
+
+def _training_arguments(*, output_dir: str, use_cpu: bool, max_steps: int, batch_size: int,
+                        grad_accum: int, lr: float, weight_decay: float, warmup_steps: int,
+                        max_grad_norm: float, seed: int, gradient_checkpointing: bool) -> dict:
+    """Keyword arguments of `TrainingArguments` for `finetune`."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    if "average_tokens_across_devices" not in fields:
+        import transformers
+
+        raise ImportError(f"finetune needs transformers >= 4.47 (TrainingArguments."
+                          f"average_tokens_across_devices); this is {transformers.__version__}: "
+                          "pip install -U transformers")
+    # transformers 5 renamed gradient_checkpointing (the old name warns).
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {
+        "output_dir": output_dir, "use_cpu": use_cpu, "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": grad_accum,
+        "learning_rate": lr, "weight_decay": weight_decay, "optim": "adamw_torch",
+        "lr_scheduler_type": "cosine", "warmup_steps": warmup_steps,
+        "max_grad_norm": max_grad_norm, "seed": seed, "data_seed": seed,
+        ckpt: gradient_checkpointing, f"{ckpt}_kwargs": {"use_reentrant": False},
+        # The loss is normalised by the response tokens of the whole global batch (summed
+        # over the processes), so DDP's gradient average equals one process's gradient.
+        "average_tokens_across_devices": True,
+        # Every LoRA weight gets a gradient in every step: DDP need not search for unused ones.
+        "ddp_find_unused_parameters": False,
+        "save_strategy": "no", "logging_strategy": "no", "report_to": "none",
+        "disable_tqdm": True, "remove_unused_columns": False, "label_names": ["labels"],
+        "dataloader_pin_memory": not use_cpu,
+    }
+
+
+class _ResponseCollator:
+    """The Trainer's data collator: (input_ids, labels) examples -> a left-padded batch with
+    input_ids, attention_mask, position_ids [B, T], labels [B, keep] (the last `keep`
+    positions), and the model's `logits_to_keep` keyword, so that only those positions go
+    through the lm_head."""
+
+    def __init__(self, lm: LanguageModel):
+        self.lm = lm
+
+    def __call__(self, examples) -> dict:
+        ids, mask, pos, labels, keep = _collate(self.lm, examples, device="cpu")
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "labels": labels,
+                "use_cache": False, **_keep_kwargs(self.lm, keep)}
+
+
+class _StepRecord:
+    """The loss function handed to the Trainer (`loss`), the per-step record of the loss and
+    learning rate, and the progress bar (first process only). Its `on_*` methods are
+    `TrainerCallback` events: `finetune` mixes it into that class (imported only then)."""
+
+    def __init__(self, desc: str, total: int, enabled: bool):
+        self.desc, self.total, self.enabled = desc, total, enabled
+        self.losses: list[float] = []
+        self.rates: list[float] = []
+        self.reduce = lambda t: t  # sum over the processes; set once the Trainer exists
+        self._step = torch.zeros(())
+        self._bar = None
+
+    def loss(self, outputs, labels, num_items_in_batch=None) -> torch.Tensor:
+        """NLL of the response tokens of a batch (labels [B, keep], -100 elsewhere) divided
+        by `num_items_in_batch`, the Trainer's count of response tokens in the global batch
+        (all accumulation steps and processes): the parts add up to the global mean."""
+        if num_items_in_batch is None:
+            raise RuntimeError("the Trainer gave no num_items_in_batch: finetune needs "
+                               "transformers >= 4.47")
+        logits = outputs.logits[:, -labels.shape[1]:]  # a no-op where logits_to_keep was honoured
+        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                              ignore_index=IGNORE, reduction="sum")
+        part = nll / num_items_in_batch
+        self._step = self._step.to(part.device) + part.detach()
+        return part
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._bar = progress_bar(desc=self.desc, total=self.total,
+                                 enabled=self.enabled and state.is_world_process_zero)
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):
+        self.rates.append(float(optimizer.param_groups[0]["lr"]))  # the rate of this step
+
+    def on_step_end(self, args, state, control, **kw):
+        loss = float(self.reduce(self._step))
+        self._step = torch.zeros(())
+        self.losses.append(loss)
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self._bar is not None:
+            self._bar.close()
 
 
 def response_token_nll(lm: LanguageModel, examples) -> torch.Tensor:
@@ -248,25 +379,3 @@ def response_token_nll(lm: LanguageModel, examples) -> torch.Tensor:
     logits = response_logits(lm, ids, mask, pos, keep)  # [B, keep, V]
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                            ignore_index=IGNORE, reduction="sum")
-
-
-def shuffled_batches(n: int, batch_size: int, rng: random.Random):
-    """Endless batches of indices in 0..n-1, reshuffled on every pass (so a fractional
-    number of epochs works, and no batch is short)."""
-    order: list[int] = []
-    while True:
-        while len(order) < batch_size:
-            fresh = list(range(n))
-            rng.shuffle(fresh)
-            order += fresh
-        yield order[:batch_size]
-        del order[:batch_size]
-
-
-def warmup_cosine(total_steps: int, warmup: int):
-    """Learning-rate factor per step: linear warm-up to 1, then cosine decay to 0."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-    return factor

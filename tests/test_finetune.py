@@ -140,13 +140,30 @@ def test_a_tuned_model_is_not_tuned_again(samples):
         finetune(tuned, samples[:4], **dict(FAST, epochs=1))
 
 
-def test_schedule_and_batches():
-    from robustft.finetune import shuffled_batches, warmup_cosine
-    import random
-    f = warmup_cosine(total_steps=10, warmup=2)
-    assert [round(f(s), 3) for s in (0, 1, 2, 7, 9)] == [0.333, 0.667, 1.0, 0.309, 0.038]
-    b = shuffled_batches(5, 3, random.Random(0))
-    first = [next(b) for _ in range(5)]  # 15 indices = 3 passes over 5 examples
-    flat = [i for batch in first for i in batch]
-    assert all(len(x) == 3 for x in first)
-    assert sorted(flat[:5]) == sorted(flat[5:10]) == sorted(flat[10:]) == list(range(5))
+def test_schedule_is_warmup_then_cosine_over_fractional_epochs(samples):
+    """10/3 epochs of 12 examples at batch 4: ceil(10) = 10 optimizer steps; warm-up over
+    ceil(0.2 x 10) = 2 steps from 0, then cosine decay towards 0 (the Trainer's "cosine")."""
+    import math
+
+    kw = dict(FAST, epochs=10 / 3, lr=1e-2, warmup_ratio=0.2)
+    tuned = finetune(make_lm(), samples, **kw)
+    assert len(tuned.info["train_loss"]) == 10 and tuned.info["trainer"]["steps"] == 10
+    expected = [0.0, 0.5] + [0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 10)]
+    np.testing.assert_allclose(tuned.info["learning_rate"], [1e-2 * f for f in expected], atol=1e-9)
+    assert tuned.info["trainer"] == dict(world_size=1, wrapper=type(tuned.model).__name__,
+                                         distributed_type="NO", global_batch=4, steps=10)
+
+
+def test_a_run_writes_only_the_adapter_and_prints_nothing(samples, tmp_path, capfd):
+    """No Trainer checkpoints, logs or training arguments in output_dir, and no output
+    with progress=False (the Trainer would print a dict of metrics)."""
+    finetune(make_lm(), samples[:8], output_dir=tmp_path / "adapter", **dict(FAST, epochs=1))
+    names = sorted(p.name for p in (tmp_path / "adapter").iterdir())
+    assert names == ["README.md", "adapter_config.json", "adapter_model.safetensors"], names
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)
+
+
+def test_warmup_ratio_is_checked(samples):
+    with pytest.raises(ValueError, match=r"warmup_ratio=1.5.*\[0, 1\)"):
+        finetune(make_lm(), samples[:4], **dict(FAST, epochs=1, warmup_ratio=1.5))
