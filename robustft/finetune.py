@@ -257,6 +257,8 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
             # peft reads an attribute that transformers 5 renamed; nothing for a user to do.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             trainer.train()
+            if output_dir is not None and trainer.is_world_process_zero():
+                model.save_pretrained(str(output_dir), safe_serialization=True)
         model = trainer.model  # the peft model itself, outside any DDP wrapper
         model.eval()
         tuned = LanguageModel(model, lm.tokenizer, answer_by=lm.answer_by, chat=lm.chat,
@@ -270,8 +272,6 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
         # Outputs stored for the base model must not be taken for the tuned one's.
         tuned.info["adapter"] = adapter_hash(model)
         if output_dir is not None:
-            if trainer.is_world_process_zero():
-                model.save_pretrained(str(output_dir), safe_serialization=True)
             trainer.accelerator.wait_for_everyone()  # every process returns a saved adapter
             tuned.info["adapter_dir"] = str(output_dir)
         del trainer  # the optimizer state

@@ -1,5 +1,6 @@
 """load_model and the LanguageModel conventions (rendering, tokenisation, defaults)."""
 import json
+import types
 
 import numpy as np
 import pytest
@@ -110,7 +111,9 @@ def test_finetune_of_a_quantized_base_trains_a_freshly_loaded_copy(monkeypatch):
     from robustft.offline import make_benchmark
 
     lm = load_model("toy", seed=0)
-    monkeypatch.setattr(type(lm.model), "hf_quantizer", object(), raising=False)
+    # The Trainer asks the quantizer whether it can be trained, as bitsandbytes' can.
+    quantizer = types.SimpleNamespace(is_trainable=True, is_qat_trainable=False)
+    monkeypatch.setattr(type(lm.model), "hf_quantizer", quantizer, raising=False)
     assert lm.is_quantized
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     with pytest.warns(UserWarning, match="quantized: loading a fresh copy"):
