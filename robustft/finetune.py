@@ -347,9 +347,7 @@ class _StepRecord:
             raise RuntimeError("the Trainer gave no num_items_in_batch: finetune needs "
                                "transformers >= 4.47")
         logits = outputs.logits[:, -labels.shape[1]:]  # a no-op where logits_to_keep was honoured
-        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                              ignore_index=IGNORE, reduction="sum")
-        part = nll / num_items_in_batch
+        part = _summed_nll(logits, labels) / num_items_in_batch
         self._step = self._step.to(part.device) + part.detach()
         return part
 
@@ -376,6 +374,11 @@ def response_token_nll(lm: LanguageModel, examples) -> torch.Tensor:
     """Summed NLL of the response tokens of a batch of (input_ids, labels) examples
     (differentiable; the logits at position t predict the token at t + 1)."""
     ids, mask, pos, labels, keep = _collate(lm, examples)
-    logits = response_logits(lm, ids, mask, pos, keep)  # [B, keep, V]
+    return _summed_nll(response_logits(lm, ids, mask, pos, keep), labels)
+
+
+def _summed_nll(logits, labels) -> torch.Tensor:
+    """Summed NLL of the labelled tokens: logits [B, keep, V] (position t predicts t + 1),
+    labels [B, keep] (-100 where nothing is learned)."""
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                            ignore_index=IGNORE, reduction="sum")
