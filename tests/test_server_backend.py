@@ -2,6 +2,7 @@
 (`robustft.backends.testing.TestServer`, vLLM's response format) serves the toy model, and the
 server backend must give what the in-process backend gives."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,25 @@ def test_the_command_runs_on_a_server_and_fails_in_one_line_without_one(toy, ser
     err = capsys.readouterr().err
     assert code == 2 and "hidden_states" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run4").exists()  # stopped before any work
+
+
+# Opt-in: `make test-llamacpp` serves SmolLM2-135M-Instruct's GGUF with llama-cpp-python's server
+# and names it here; without a real server this test has nothing to talk to.
+REAL_SERVER = os.environ.get("ROBUSTFT_TEST_SERVER_URL")
+
+
+@pytest.mark.skipif(not REAL_SERVER, reason="opt-in: make test-llamacpp serves a real model")
+def test_a_real_server_scores_and_generates_as_the_in_process_model():
+    local = robustft.load_model(os.environ.get("ROBUSTFT_TEST_SERVER_LOCAL", "smollm2"))
+    remote = ServerBackend(REAL_SERVER, os.environ.get("ROBUSTFT_TEST_SERVER_MODEL", "smollm2"),
+                           tokenizer=local.tokenizer, max_in_flight=2)
+    questions = make_benchmark(ToyConfig.for_seed(0).world).test[:8]
+    a, b = local.score_options(questions), remote.score_options(questions)
+    # The server runs the Q4_1 weights with quantized activations, the in-process model their
+    # float32 dequantization: close, not equal.
+    fin = np.isfinite(a.logprobs)
+    assert (a.best() == b.best()).mean() >= 0.75
+    assert np.median(np.abs(a.logprobs - b.logprobs)[fin]) < 0.25
+    g, h = local.generate([questions[0].question], max_new_tokens=12)[0], \
+        remote.generate([questions[0].question], max_new_tokens=12)[0]
+    assert g.text == h.text and np.abs(g.logprobs - h.logprobs).max() < 0.25
