@@ -474,7 +474,8 @@ class Generation:
 # else: `model.generate` fills every setting left unset from the model's own
 # generation_config (a checkpoint may ship a repetition penalty, top_k, min_length...), so the
 # settings that would add a logits processor are given their neutral values here.
-_NO_PROCESSORS = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, min_length=0, min_new_tokens=0)
+# (min_new_tokens=0 also overrides a min_length.)
+_NO_PROCESSORS = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0)
 _NO_SAMPLING_FILTERS = dict(top_k=0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
 
 

@@ -251,7 +251,7 @@ def test_the_models_generation_config_changes_no_token(samples):
     plain_greedy = generate(lm, prompts, max_new_tokens=6, progress=False)
     plain_sampled = generate(lm, prompts, max_new_tokens=6, temperature=1.0, seed=5, progress=False)
     cfg = lm.model.generation_config
-    cfg.repetition_penalty, cfg.no_repeat_ngram_size, cfg.min_new_tokens = 5.0, 1, 6
+    cfg.repetition_penalty, cfg.no_repeat_ngram_size, cfg.min_new_tokens, cfg.min_length = 5.0, 1, 6, 45
     cfg.top_k, cfg.typical_p, cfg.epsilon_cutoff = 1, 0.2, 0.01
     # These settings do change what model.generate itself decodes...
     ids, mask, _ = left_pad(lm._encode([lm.render(p) for p in prompts]), lm.tokenizer.pad_token_id)
