@@ -1,23 +1,26 @@
 """Batched inference: option scoring and generation with per-token log-probs.
 
-Both run the model and reduce its logits with `robustft.kernels`, reading only the logits
-they need: option scoring keeps the last ``max option length + 1`` positions of each
-left-padded row (`logits_to_keep`), generation the last position of each step. Outputs are
-plain arrays, so a stage downstream can equally take option log-probs or token log-probs
-from vLLM or an API.
+Both reduce the model's logits with `robustft.kernels`. Option scoring runs the model and
+keeps the last ``max option length + 1`` positions of each left-padded row
+(`logits_to_keep`). Generation is transformers' own ``model.generate`` (greedy or sampled),
+asked for each step's raw logits, from which the kernels take the token log-probs and
+entropies. Outputs are plain arrays, so a stage downstream can equally take option
+log-probs or token log-probs from vLLM or an API.
 
 Option scoring conditions on the rendered prompt followed by ``Answer:`` and scores each
 candidate continuation: `` B`` (answer by letter) or `` <option text>`` (answer by text).
 The score of an option is the sum of its tokens' log-probs, log p(option | prompt).
 
-The prompts of one pass share a token prefix (the chat template's system prompt and the
-instruction; for CER with fixed examples, the examples too). Its keys and values are computed
-once per pass and every batch continues from them (`_SharedPrefix`): exact, since a causal
-model's prefix states do not depend on what follows, and it removes a third (direct prompts)
-to three quarters (CER prompts) of the tokens each forward pass would otherwise recompute.
+The prompts of one scoring pass share a token prefix (the chat template's system prompt and
+the instruction; for CER with fixed examples, the examples too). Its keys and values are
+computed once per pass and every batch continues from them (`_SharedPrefix`): exact, since a
+causal model's prefix states do not depend on what follows, and it removes a third (direct
+prompts) to three quarters (CER prompts) of the tokens each forward pass would otherwise
+recompute.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -109,7 +112,9 @@ def _forward_params(model) -> set[str]:
 
 
 def _cache_kwarg(model) -> str:
-    # transformers 5.x renamed `past_key_values` to `cache`.
+    # transformers 5.x renamed `past_key_values` to `cache` (the old name is deprecated there,
+    # and removed in 5.40); scoring's shared-prefix cache goes in under whichever name the
+    # installed version's forward takes.
     return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
@@ -189,10 +194,8 @@ def _response_stats_after(lm: LanguageModel, ids, mask, pos, extra: dict, labels
 
 
 def _keep_kwargs(lm: LanguageModel, keep: int) -> dict:
-    # transformers >= 4.50 calls it `logits_to_keep`, 4.45-4.49 `num_logits_to_keep`.
-    params = _forward_params(lm.base_model)
-    name = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in params), None)
-    return {name: keep} if name else {}
+    # Not every architecture's forward takes `logits_to_keep`; those compute all positions.
+    return {"logits_to_keep": keep} if "logits_to_keep" in _forward_params(lm.base_model) else {}
 
 
 # ------------------------------------------------------------------ shared prompt prefix
@@ -232,7 +235,7 @@ def _prefix_cache(lm: LanguageModel, seqs: Sequence[Sequence[int]], limit: int) 
 
     None when there is nothing to share (fewer than two sequences, no common token) or when
     the model's cache is not a plain per-layer key/value cache this code knows how to extend
-    (older transformers, sliding-window or quantized caches): callers then run every
+    (sliding-window or quantized caches): callers then run every
     sequence whole, as before.
     """
     if len(seqs) < 2 or limit < 1:
@@ -244,6 +247,16 @@ def _prefix_cache(lm: LanguageModel, seqs: Sequence[Sequence[int]], limit: int) 
     out = lm.model(input_ids=ids, use_cache=True, **_keep_kwargs(lm, 1))
     layers = _plain_layers(_cache_of(out))
     return None if layers is None else _SharedPrefix(length, layers)
+
+
+def _plain_layers(cache):
+    """(keys, values) per layer when `cache` is a list of plain DynamicLayers, else None."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    return [(layer.keys, layer.values) for layer in layers]
 
 
 def _continue_batch(lm: LanguageModel, seqs: Sequence[Sequence[int]], prefix: _SharedPrefix | None):
@@ -495,17 +508,13 @@ class Generation:
         return float(-self.logprobs.min()) if len(self.logprobs) else float("nan")
 
 
-def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """Sampled next token ids [B] from logits [B, V] (temperature > 0, nucleus top_p)."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        # Drop tokens once the mass before them already reaches top_p (keeps at least one).
-        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+# Decoding is greedy or plain multinomial sampling (temperature, nucleus top_p) and nothing
+# else: `model.generate` fills every setting left unset from the model's own
+# generation_config (a checkpoint may ship a repetition penalty, top_k, min_length...), so the
+# settings that would add a logits processor are given their neutral values here.
+# (min_new_tokens=0 also overrides a min_length.)
+_NO_PROCESSORS = dict(repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0)
+_NO_SAMPLING_FILTERS = dict(top_k=0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
 
 
 @torch.inference_mode()
@@ -527,6 +536,17 @@ def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int =
     max_new_tokens, or where prompt + response reach the model's maximum length
     (`finished` False for the last two); a prompt that leaves no room is an error, and so
     are NaN/inf logits (FloatingPointError: no token can be chosen from them).
+
+    Each batch is decoded by transformers' ``model.generate`` (its KV cache, its stopping at
+    eos), asked for every step's raw logits (``output_logits=True``); `kernels.token_stats`
+    then reads each step's [B, V] logits once for the log-probs and entropies. Those logits
+    are held until the batch ends: batch_size x steps x V float32 (16 x 256 x 150k tokens of
+    vocabulary = 2.5 GB), so lower batch_size for long responses of a large-vocabulary model.
+
+    Sampling: ``model.generate`` takes no torch.Generator and draws from torch's global one.
+    It is seeded with `seed` once per call, inside ``torch.random.fork_rng`` (the caller's
+    random state is restored afterwards), and the batches draw from it in turn: the same
+    prompts, batch_size and seed give the same tokens.
     """
     if temperature < 0:
         raise ValueError("temperature must be >= 0")
@@ -536,170 +556,95 @@ def generate(lm: LanguageModel, prompts: Sequence[str], *, max_new_tokens: int =
     encoded = lm._encode([lm.render(p) for p in prompts])
     for name, e in zip(ids, encoded):
         lm.check_length(len(e) + 1, name)
-    generator = None
-    if temperature > 0:
-        generator = torch.Generator(device=lm.device).manual_seed(seed)
     results: list[Generation | None] = [None] * len(prompts)
-    # Each row keeps at least its last prompt token, whose logits give the first new token.
-    prefix = _prefix_cache(lm, encoded, min(len(e) for e in encoded) - 1) if encoded else None
     batches = length_sorted_batches([len(e) for e in encoded], batch_size)
-    for batch in progress_bar(batches, desc="generating", enabled=progress):
-        outs = _generate_batch(lm, [encoded[j] for j in batch], max_new_tokens, temperature,
-                               top_p, generator, prefix)
-        for j, g in zip(batch, outs):
-            results[j] = g
+    with _seeded(seed, lm.device, enabled=temperature > 0):
+        for batch in progress_bar(batches, desc="generating", enabled=progress):
+            outs = _generate_batch(lm, [encoded[j] for j in batch], max_new_tokens, temperature, top_p)
+            for j, g in zip(batch, outs):
+                results[j] = g
     return results
 
 
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device, enabled: bool):
+    """torch's global generators seeded with `seed` inside the block, restored after it."""
+    if not enabled:
+        yield
+        return
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
 @functools.cache
-def _reserved_layer():
-    """A transformers `DynamicLayer` whose keys and values sit at the start of buffers with
-    room for the tokens still to be generated: a decoding step writes its one column in
-    place, where `DynamicLayer.update` concatenates, copying the whole cache every step (at
-    64 rows x 250 tokens, 40 of the ~120 ms a SmolLM2 step took on 2 CPU threads)."""
-    from transformers.cache_utils import DynamicLayer
+def _finite_rows():
+    """A transformers LogitsProcessor that turns rows with no distribution (NaN, +inf, all
+    -inf) into zeros, so that sampling does not stop inside ``torch.multinomial``;
+    `_generate_batch` then reports the step from the raw logits (FloatingPointError)."""
+    from transformers import LogitsProcessor
 
-    class ReservedLayer(DynamicLayer):
-        def __init__(self, like: torch.Tensor, batch: int, length: int, room: int):
-            """Zero keys and values [batch, heads, length, head_dim] (heads, head_dim, dtype
-            and device of `like`), with room for `room` more positions."""
-            super().__init__()
-            shape = (batch, like.shape[1], length + room, like.shape[3])
-            self._keys, self._values = like.new_zeros(shape), like.new_zeros(shape)
-            self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
-            self.device, self.dtype, self.is_initialized = like.device, like.dtype, True
+    class FiniteRows(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            bad = (torch.isnan(scores) | torch.isposinf(scores)).any(-1, keepdim=True)
+            bad |= torch.isneginf(scores).all(-1, keepdim=True)
+            return scores.masked_fill(bad, 0.0)
 
-        def update(self, key_states, value_states, *args, **kwargs):
-            n, m = self.keys.shape[-2], key_states.shape[-2]
-            if self._keys is None or n + m > self._keys.shape[-2]:  # out of room: concatenate
-                self._keys = self._values = None
-                return super().update(key_states, value_states, *args, **kwargs)
-            self._keys[:, :, n:n + m] = key_states
-            self._values[:, :, n:n + m] = value_states
-            self.keys, self.values = self._keys[:, :, :n + m], self._values[:, :, :n + m]
-            return self.keys, self.values
-
-    return ReservedLayer
+    return FiniteRows()
 
 
-def _reserved_cache(layers, room: int):
-    """A DynamicCache of ReservedLayers holding `layers` ((keys, values) per layer, each
-    [B, heads, n, head_dim]) with room for `room` more positions."""
-    from transformers import DynamicCache
+def _generate_batch(lm: LanguageModel, seqs, max_new_tokens: int, temperature: float,
+                    top_p: float) -> list[Generation]:
+    """One left-padded batch of prompt token ids through ``model.generate``."""
+    from transformers import LogitsProcessorList
 
-    cache = DynamicCache()
-    cache.layers = []
-    for k, v in layers:
-        layer = _reserved_layer()(k, k.shape[0], k.shape[2], room)
-        layer.keys.copy_(k)
-        layer.values.copy_(v)
-        cache.layers.append(layer)
-    return cache
-
-
-def _plain_layers(cache):
-    """(keys, values) per layer when `cache` is a list of plain DynamicLayers, else None."""
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:
-        return None
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return None
-    return [(layer.keys, layer.values) for layer in layers]
-
-
-def _prefill(lm: LanguageModel, seqs, prefix: _SharedPrefix | None, room: int):
-    """A generation batch's prompts through the model, `seqs` longest first.
-
-    Returns (logits at each row's last token [B, V], the cache with room for `room` more
-    positions, attention_mask [B, P + W], position_ids of each row's last token [B, 1]) for
-    the batch left-padded to width W after the shared prefix of length P.
-
-    On a CPU the rows run in groups of at most CPU_TOKENS_PER_FORWARD tokens (a long prompt
-    would make every short one in the batch pay for its width), and their keys and values go
-    into one cache, each row right-aligned as in a left-padded batch: the decoding steps run
-    the whole batch at once, since a step reads every weight whatever the number of rows.
-    """
-    p = prefix.length if prefix is not None else 0
-    # Longest first, so each group is a run of consecutive rows.
-    groups = _token_batches([len(s) - p for s in seqs], len(seqs), _max_tokens(lm))
-    if prefix is None or len(groups) == 1:  # one forward pass
-        ids, mask, pos, extra = _continue_batch(lm, seqs, prefix)
-        out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                       **(extra or {"use_cache": True}), **_keep_kwargs(lm, 1))
-        cache, layers = _cache_of(out), _plain_layers(_cache_of(out))
-        if layers is not None:
-            cache = _reserved_cache(layers, room)
-        return out.logits[:, -1], cache, mask, pos[:, -1:]
-    _, mask, pos = left_pad([s[p:] for s in seqs], lm.tokenizer.pad_token_id, lm.device)
-    mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, p), mask], dim=1)
-    width = mask.shape[1]  # P + W
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    cache.layers = [_reserved_layer()(k, len(seqs), width, room) for k, _ in prefix.layers]
-    for layer, (k, v) in zip(cache.layers, prefix.layers):
-        layer.keys[:, :, :p] = k
-        layer.values[:, :, :p] = v
-    logits = None
-    for group in groups:
-        rows = slice(group[0], group[0] + len(group))
-        ids, gmask, gpos, extra = _continue_batch(lm, seqs[rows], prefix)
-        out = lm.model(input_ids=ids, attention_mask=gmask, position_ids=gpos, **extra, **_keep_kwargs(lm, 1))
-        if logits is None:
-            logits = out.logits.new_empty((len(seqs), out.logits.shape[-1]))
-        logits[rows] = out.logits[:, -1]
-        n = ids.shape[1]  # this group's width after the prefix: its columns go last
-        for layer, own in zip(cache.layers, _cache_of(out).layers):
-            layer.keys[rows, :, width - n:] = own.keys[:, :, p:]
-            layer.values[rows, :, width - n:] = own.values[:, :, p:]
-    return logits, cache, mask, pos[:, -1:] + p
-
-
-def _generate_batch(lm, seqs, max_new_tokens, temperature, top_p, generator,
-                    prefix: _SharedPrefix | None = None) -> list[Generation]:
-    model, eos = lm.model, torch.tensor(sorted(lm.eos_token_ids), device=lm.device)
     pad = lm.tokenizer.pad_token_id
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first, for _prefill
-    seqs = [seqs[i] for i in order]
-    # Tokens each row may add: max_new_tokens, or what is left of the model's context.
+    eos = lm.eos_token_ids
+    # Tokens each row may add: max_new_tokens, or what is left of the model's context. The
+    # batch runs to the largest budget; a row is cut to its own afterwards.
     budget = [min(max_new_tokens, lm.max_length - len(s)) for s in seqs]
-    stop_at = torch.tensor(budget, device=lm.device)
-    cache_kw = _cache_kwarg(lm.base_model)
-    logits, cache, mask, pos = _prefill(lm, seqs, prefix, room=max(budget))
-    done = torch.zeros(len(seqs), dtype=torch.bool, device=lm.device)
-    tokens, logps, ents = [], [], []
-    for step in range(max(budget)):
-        st = token_stats(logits)  # one read of the logits: lse, entropy and the greedy token
-        if not bool((st.valid | done).all()):
-            raise FloatingPointError(f"the model's logits for generated token {step + 1} hold NaN or "
-                                     "inf (or are all -inf): no next token can be chosen")
-        nxt = st.argmax if temperature == 0 else _sample_next(logits, temperature, top_p, generator)
-        logp = logits.gather(1, nxt[:, None]).squeeze(1).float() - st.lse
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)  # finished rows idle on pad
-        tokens.append(nxt)
-        logps.append(logp.double())
-        ents.append(st.entropy.double())
-        done = done | torch.isin(nxt, eos) | (stop_at <= step + 1)
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        pos = pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                    use_cache=True, **{cache_kw: cache})
-        logits, cache = out.logits[:, -1], _cache_of(out)
-    tok = torch.stack(tokens, 1).cpu()
-    lp, en = torch.stack(logps, 1).cpu().numpy(), torch.stack(ents, 1).cpu().numpy()
-    eos_set = lm.eos_token_ids
-    results = []
-    for b, row in enumerate(tok.tolist()):
+    input_ids, attention_mask, _ = left_pad(seqs, pad, lm.device)
+    if temperature > 0:
+        decoding = dict(do_sample=True, temperature=temperature, top_p=top_p, **_NO_SAMPLING_FILTERS,
+                        logits_processor=LogitsProcessorList([_finite_rows()]))
+    else:
+        decoding = dict(do_sample=False)
+    out = lm.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                            max_new_tokens=max(budget), **decoding, **_NO_PROCESSORS,
+                            output_logits=True, return_dict_in_generate=True,
+                            pad_token_id=pad, eos_token_id=sorted(eos))
+    tokens = out.sequences[:, input_ids.shape[1]:]  # [B, L]; pad after a row's eos
+    steps = len(out.logits)
+    assert tokens.shape[1] == steps, (tokens.shape, steps)
+    # Per step: the [B, V] raw logits (float32, before temperature and top_p) read once.
+    stats = [token_stats(logits, tokens[:, t]) for t, logits in enumerate(out.logits)]
+    del out
+    logp = torch.stack([st.logp for st in stats], 1).double().cpu().numpy()
+    entropy = torch.stack([st.entropy for st in stats], 1).double().cpu().numpy()
+    valid = torch.stack([st.valid for st in stats], 1).cpu().numpy()
+    greedy = torch.stack([st.argmax for st in stats], 1).cpu().numpy()
+    rows = tokens.cpu().tolist()
+    # Each row's live steps: up to its eos, within its budget.
+    lengths = []
+    for b, row in enumerate(rows):
         row = row[:budget[b]]
-        n = next((j + 1 for j, t in enumerate(row) if t in eos_set), len(row))
-        finished = n > 0 and row[n - 1] in eos_set
-        text = lm.tokenizer.decode(row[:n - 1] if finished else row[:n], skip_special_tokens=True)
-        results.append(Generation(text, row[:n], lp[b, :n].copy(), en[b, :n].copy(), finished))
-    unsorted: list[Generation | None] = [None] * len(results)
-    for i, g in zip(order, results):
-        unsorted[i] = g
-    return unsorted
+        lengths.append(next((j + 1 for j, t in enumerate(row) if t in eos), len(row)))
+    bad = [int(np.argmin(valid[b, :n])) for b, n in enumerate(lengths) if not valid[b, :n].all()]
+    if bad:
+        raise FloatingPointError(f"the model's logits for generated token {min(bad) + 1} hold NaN or "
+                                 "inf (or are all -inf): no next token can be chosen")
+    if temperature == 0:
+        for b, n in enumerate(lengths):
+            if greedy[b, :n].tolist() != rows[b][:n]:
+                step = next(j for j in range(n) if greedy[b, j] != rows[b][j])
+                raise RuntimeError(f"model.generate chose token {rows[b][step]} at step {step + 1}, not "
+                                   f"the most likely one ({greedy[b, step]}): a logits processor of "
+                                   f"{type(lm.base_model).__name__}.generate changed greedy decoding")
+    results = []
+    for b, n in enumerate(lengths):
+        row = rows[b][:n]
+        finished = n > 0 and row[-1] in eos
+        text = lm.tokenizer.decode(row[:-1] if finished else row, skip_special_tokens=True)
+        results.append(Generation(text, row, logp[b, :n].copy(), entropy[b, :n].copy(), finished))
+    return results

@@ -396,8 +396,7 @@ def load_model(name_or_path: str, quantize: str | None = None, *, dtype: torch.d
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or _default_dtype(device)
     qconfig = _quantization_config(quantize, dtype)
-    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True, **model_kwargs)
-    kwargs[_dtype_kwarg()] = dtype
+    kwargs = dict(trust_remote_code=trust_remote_code, use_safetensors=True, dtype=dtype, **model_kwargs)
     if qconfig is not None:
         kwargs.update(quantization_config=qconfig, device_map={"": torch.cuda.current_device()})
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -439,14 +438,6 @@ def params_hash(params) -> str:
         h.update(str(tuple(p.shape)).encode())
         h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _dtype_kwarg() -> str:
-    # transformers renamed `torch_dtype` to `dtype` (4.56); keep working on older installs.
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 def _with_adapter(lm: LanguageModel, adapter) -> LanguageModel:

@@ -169,29 +169,23 @@ def _prefix_calls(monkeypatch):
 
 
 def test_shared_prefix_changes_no_result(chat_lm, samples, monkeypatch):
-    """The prompt prefix all rows share is run once and every batch continues from its
-    cache: option scores, generated tokens and their log-probs are those of whole rows."""
+    """The prompt prefix all rows share is run once and every scoring batch continues from
+    its cache: option scores are those of whole rows."""
     import robustft.inference as inference
-
-    prompts = [direct_prompt(s) for s in samples[:5]]
 
     def run():
         return (score_options(chat_lm, samples, batch_size=5, progress=False),
-                score_options(chat_lm, samples, by="text", batch_size=5, progress=False),
-                generate(chat_lm, prompts, max_new_tokens=5, batch_size=3, progress=False))
+                score_options(chat_lm, samples, by="text", batch_size=5, progress=False))
 
     calls = _prefix_calls(monkeypatch)
     shared = run()
     # The chat template's system turn and the instruction: ~20 tokens, shared by every row.
-    assert len(calls) == 3 and all(c is not None and c.length >= 15 for c in calls)
+    assert len(calls) == 2 and all(c is not None and c.length >= 15 for c in calls)
     monkeypatch.setattr(inference, "_prefix_cache", lambda *a, **k: None)
     whole = run()
-    for a, b in zip(shared[:2], whole[:2]):
+    for a, b in zip(shared, whole):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
         np.testing.assert_allclose(a.entropy, b.entropy, atol=1e-5, rtol=0)
-    for a, b in zip(shared[2], whole[2]):
-        assert a.token_ids == b.token_ids
-        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5, rtol=0)
 
 
 def test_shared_prefix_stops_before_the_scored_tokens(lm, samples, monkeypatch):
@@ -235,23 +229,42 @@ def test_greedy_generation_is_stepwise_argmax(lm, samples):
         assert g.response_entropy == pytest.approx(-lps.mean(), abs=1e-4)
 
 
-def test_generation_in_token_groups_is_stepwise_argmax(lm, samples, monkeypatch):
-    """With a small token budget per forward pass, the prompts run in groups whose caches are
-    put together for decoding (with room reserved for the new tokens); every row still gets
-    its own greedy tokens, in the prompts' order."""
-    import robustft.inference as inference
-
-    monkeypatch.setattr(inference, "CPU_TOKENS_PER_FORWARD", 60)
-    groups, real = [], inference._token_batches
-    monkeypatch.setattr(inference, "_token_batches", lambda *a: groups.append(real(*a)) or groups[-1])
-    prompts = [direct_prompt(s) + "red " * (3 * (i % 4)) for i, s in enumerate(samples[:8])]
+def test_left_padded_generation_is_stepwise_argmax(lm, samples):
+    """Prompts of very different lengths in one batch (left-padded by up to 18 tokens): every
+    row gets its own greedy tokens, log-probs and entropies, in the prompts' order."""
+    prompts = [direct_prompt(s) + "red " * (6 * (i % 4)) for i, s in enumerate(samples[:8])]
+    lengths = [len(e) for e in lm._encode([lm.render(p) for p in prompts])]
+    assert max(lengths) - min(lengths) >= 15
     gens = generate(lm, prompts, max_new_tokens=5, batch_size=8, progress=False)
-    assert len(groups[-1]) > 2  # the prefill really ran in groups
     for p, g in zip(prompts, gens):
         ids, lps, ents = _greedy_brute(lm, p, 5)
         assert g.token_ids == ids
         np.testing.assert_allclose(g.logprobs, lps, atol=1e-4, rtol=0)
         np.testing.assert_allclose(g.entropy, ents, atol=1e-4, rtol=0)
+
+
+def test_the_models_generation_config_changes_no_token(samples):
+    """A checkpoint's generation_config may ship a repetition penalty, top_k, a minimum
+    length...: `model.generate` would apply them, and `generate` turns them off."""
+    lm = make_lm()
+    prompts = [direct_prompt(s) for s in samples[:4]]
+    plain_greedy = generate(lm, prompts, max_new_tokens=6, progress=False)
+    plain_sampled = generate(lm, prompts, max_new_tokens=6, temperature=1.0, seed=5, progress=False)
+    cfg = lm.model.generation_config
+    cfg.repetition_penalty, cfg.no_repeat_ngram_size, cfg.min_new_tokens, cfg.min_length = 5.0, 1, 6, 45
+    cfg.top_k, cfg.typical_p, cfg.epsilon_cutoff = 1, 0.2, 0.01
+    # These settings do change what model.generate itself decodes...
+    ids, mask, _ = left_pad(lm._encode([lm.render(p) for p in prompts]), lm.tokenizer.pad_token_id)
+    raw = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                            pad_token_id=lm.tokenizer.pad_token_id)[:, ids.shape[1]:].tolist()
+    assert any(r[:len(g.token_ids)] != g.token_ids for r, g in zip(raw, plain_greedy))
+    # ...but not what `generate` does.
+    greedy = generate(lm, prompts, max_new_tokens=6, progress=False)
+    sampled = generate(lm, prompts, max_new_tokens=6, temperature=1.0, seed=5, progress=False)
+    assert [g.token_ids for g in greedy] == [g.token_ids for g in plain_greedy]
+    assert [g.token_ids for g in sampled] == [g.token_ids for g in plain_sampled]
+    for p, g in zip(prompts, greedy):
+        assert g.token_ids == _greedy_brute(lm, p, 6)[0]
 
 
 def test_generation_stops_at_eos_per_row(samples):
@@ -293,6 +306,14 @@ def test_sampling_is_seeded_and_logprobs_are_exact(lm, samples):
         np.testing.assert_allclose(g.logprobs, want, atol=1e-4, rtol=0)
 
 
+def test_sampling_leaves_the_callers_random_state(lm, samples):
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    generate(lm, [direct_prompt(samples[0])], max_new_tokens=3, temperature=1.0, seed=9, progress=False)
+    assert torch.equal(torch.rand(3), want)
+
+
 def test_top_p_keeps_the_nucleus(lm, samples):
     # top_p tiny -> only the most likely token survives: sampling equals greedy.
     prompts = [direct_prompt(s) for s in samples[:3]]
@@ -306,12 +327,13 @@ def test_generation_prompt_too_long(lm):
         generate(lm, ["red " * 600], ids=["p-long"], progress=False)
 
 
-def test_generation_refuses_nan_logits(samples):
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_generation_refuses_nan_logits(samples, temperature):
     lm = make_lm()
     with torch.no_grad():
         lm.model.lm_head.weight[5] = float("nan")  # one vocabulary row: every logit row has a NaN
     with pytest.raises(FloatingPointError, match="generated token 1 hold NaN"):
-        generate(lm, [direct_prompt(samples[0])], max_new_tokens=3, progress=False)
+        generate(lm, [direct_prompt(samples[0])], max_new_tokens=3, temperature=temperature, progress=False)
 
 
 def test_generation_stops_at_the_context_limit(samples):

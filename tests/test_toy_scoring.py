@@ -51,3 +51,39 @@ def test_scoring_1000_questions_matches_float64(toy, questions):
                 assert scores.logprobs[i, k] == pytest.approx(want, abs=2e-4)
     finally:
         toy.model.float()
+
+
+def _greedy_reference(lm, prompt, max_new_tokens):
+    """Greedy decoding of one prompt by a plain loop: the whole sequence through the model at
+    every step (no cache, no padding), log-softmax of the last position."""
+    ids = lm._encode([lm.render(prompt)])[0]
+    out, lps, ents = [], [], []
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = lm.model(input_ids=torch.tensor([ids + out])).logits[0, -1]
+        logp = torch.log_softmax(logits.double(), -1)
+        t = int(logp.argmax())
+        out.append(t)
+        lps.append(logp[t].item())
+        ents.append(-(logp.exp() * logp).sum().item())
+        if t in lm.eos_token_ids:
+            break
+    return out, np.array(lps), np.array(ents)
+
+
+def test_generation_matches_a_plain_per_prompt_loop(toy, questions):
+    """`generate` (model.generate in left-padded batches, statistics by the kernels) gives
+    the toy model's greedy tokens, log-probs and entropies of one prompt at a time."""
+    from robustft.inference import generate
+
+    prompts = [direct_prompt(q) for q in questions[:16]]
+    lengths = {len(e) for e in toy._encode([toy.render(p) for p in prompts])}
+    assert len(lengths) > 3  # batches really are left-padded
+    gens = generate(toy, prompts, max_new_tokens=10, batch_size=6, progress=False)
+    for p, g in zip(prompts, gens):
+        ids, lps, ents = _greedy_reference(toy, p, 10)
+        assert g.token_ids == ids
+        assert g.finished == (ids[-1] in toy.eos_token_ids)
+        np.testing.assert_allclose(g.logprobs, lps, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(g.entropy, ents, atol=1e-4, rtol=0)
+        assert g.text == toy.tokenizer.decode(ids[:-1] if g.finished else ids, skip_special_tokens=True)
