@@ -563,6 +563,11 @@ glue("vanilla", float(vanilla))
 glue("sft", float(sft))
 glue("robust_min", float(by_beta["test accuracy"].min()))
 glue("robust_max", float(by_beta["test accuracy"].max()))
+glue("robust_mean", float(by_beta["test accuracy"].mean()))
+# the standard error of one accuracy here: a few points' difference is noise
+n_test = len(S.test)
+glue("n_test", n_test)
+glue("se", float(np.sqrt(sft * (1 - sft) / n_test)))
 print(
     f"{FINETUNE_NOISE} % noise. Vanilla: {vanilla:.3f}; "
     f"SFT on the noisy labels: {sft:.3f}"
@@ -595,10 +600,10 @@ fig.tight_layout()
 # %%
 if S.offline:
     test_acc = by_beta["test accuracy"]
-    assert (test_acc >= sft + 0.03).all(), (
+    assert (test_acc >= sft - 0.02).all() and test_acc.mean() >= sft, (
         test_acc,
         sft,
-    )  # denoising beats SFT on the noisy labels at every β
+    )  # denoising is no worse than SFT on the noisy labels at any β, better on average
     assert (test_acc >= vanilla - 0.02).all(), (
         test_acc,
         vanilla,
@@ -610,16 +615,20 @@ if S.offline:
         by_beta["label accuracy"].iloc[0] - by_beta["label accuracy"].iloc[-1] >= 0.2
     ), by_beta
     print(
-        "at every β the denoised model beats SFT on the noisy labels by 3 points or more "
-        "and stays near Vanilla; "
+        "at every β the denoised model is within 2 points of SFT on the noisy labels or "
+        "above it, above it on average, and stays near Vanilla; "
         "β moves label accuracy a lot and test accuracy little: checked"
     )
 
 # %% [markdown]
-# Every β beats plain SFT on the noisy labels ({glue:text}`sft:.3f`): the denoised model lies
-# between {glue:text}`robust_min:.3f` and {glue:text}`robust_max:.3f`, around Vanilla's
-# {glue:text}`vanilla:.3f`, where SFT fell below it. What makes the difference is removing the
-# wrong labels on facts the model knows, which detection and relabeling do whatever β.
+# The denoised models lie between {glue:text}`robust_min:.3f` and
+# {glue:text}`robust_max:.3f` (mean {glue:text}`robust_mean:.3f`), around Vanilla's
+# {glue:text}`vanilla:.3f`; plain SFT on the noisy labels reaches {glue:text}`sft:.3f`. On
+# {glue:text}`n_test` test questions one accuracy has a standard error of about
+# {glue:text}`se:.3f`, so on this one seed the gap between SFT and the denoised models is
+# within the noise; over three seeds (`robustft demo --seeds 0 1 2`, chapter 6) denoising is ahead
+# at 50 % noise. What it does reliably is keep the model from learning the wrong labels on
+# facts it knows, which detection and relabeling do whatever β.
 #
 # β itself moves the training labels a lot and the test accuracy little (on this seed, if
 # anything, upward). The reason is in the

@@ -1,5 +1,7 @@
 """An OpenAI-compatible server as a backend: vLLM, SGLang, llama.cpp's server.
 
+A session::
+
     vllm serve HuggingFaceTB/SmolLM2-135M-Instruct          # on the GPU box
     lm = ServerBackend("http://gpu-box:8000/v1", "HuggingFaceTB/SmolLM2-135M-Instruct",
                        tokenizer="HuggingFaceTB/SmolLM2-135M-Instruct")
