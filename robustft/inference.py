@@ -298,6 +298,14 @@ def predict_letters(scores: OptionScores, length_normalize: bool = False) -> lis
     return [letter(int(k)) if k >= 0 else None for k in scores.best(length_normalize)]
 
 
+def answer_head(rendered: str, response: str | None = None) -> str:
+    """What every backend scores an option's continuation after: the rendered prompt, what
+    the model already wrote (a reasoning reply, on a line of its own; nothing when empty),
+    then ``Answer:``."""
+    said = response.rstrip() + "\n" if response is not None and response.strip() else ""
+    return rendered + said + ANSWER_PREFIX
+
+
 def option_continuations(sample: Sample, by: str) -> list[str]:
     """What follows ``Answer:`` for each option: `` A``, `` B``... or `` <option text>``."""
     if sample.task != MC:
@@ -346,8 +354,7 @@ def score_options(lm: LanguageModel, samples: Sequence[Sample],
     # One row per (question, option): context ids + continuation ids.
     rows, contexts, conts = [], [], []
     for i, (s, p) in enumerate(zip(samples, prompts)):
-        said = responses[i].rstrip() + "\n" if responses is not None and responses[i].strip() else ""
-        head = lm.render(p) + said + ANSWER_PREFIX
+        head = answer_head(lm.render(p), responses[i] if responses is not None else None)
         for k, c in enumerate(option_continuations(s, by)):
             rows.append((i, k))
             contexts.append(head)

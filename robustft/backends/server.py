@@ -48,7 +48,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..inference import Generation, option_continuations
+from ..inference import Generation, answer_head, option_continuations
 from ..kernels import OptionScores
 from ..prompts import ANSWER_PREFIX
 from ..sample import MC, Sample
@@ -239,8 +239,7 @@ class ServerBackend:
         entropy = np.full((n, width), np.nan)
         heads = []
         for i, (s, p) in enumerate(zip(samples, prompts)):
-            said = responses[i].rstrip() + "\n" if responses is not None and responses[i].strip() else ""
-            heads.append(self.render(p) + said + ANSWER_PREFIX)
+            heads.append(answer_head(self.render(p), responses[i] if responses is not None else None))
         conts = [option_continuations(s, by) for s in samples]
         if self.scoring == "topk":
             tops = self._map(lambda i: self._top_next(heads[i], samples[i].id), range(n))

@@ -36,10 +36,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..inference import Generation, option_continuations
+from ..inference import Generation, answer_head, option_continuations
 from ..kernels import OptionScores
 from ..model import LanguageModel
-from ..prompts import ANSWER_PREFIX, direct_prompt
+from ..prompts import direct_prompt
 from ..sample import Sample
 
 # The Backend seam's capability names (robustft.backends), as plain strings.
@@ -371,8 +371,7 @@ class VLLMBackend:
         width = max((len(s.options) for s in samples), default=0)
         rows, contexts, conts = [], [], []
         for i, (s, p) in enumerate(zip(samples, prompts)):
-            said = responses[i].rstrip() + "\n" if responses is not None and responses[i].strip() else ""
-            head = self.render(p) + said + ANSWER_PREFIX
+            head = answer_head(self.render(p), responses[i] if responses is not None else None)
             for k, c in enumerate(option_continuations(s, by)):
                 rows.append((i, k))
                 contexts.append(head)
