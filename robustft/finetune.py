@@ -186,8 +186,11 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
             ceil(epochs x len(samples) / global batch) optimizer steps, reshuffling the
             data on every pass (the last batch of a pass may be short).
         lr, weight_decay, warmup_ratio, max_grad_norm: AdamW with linear warm-up over
-            ceil(warmup_ratio x steps) steps, then cosine decay to 0 (the Trainer's
-            "cosine" schedule), gradient clipping.
+            int(warmup_ratio x steps) steps, then cosine decay to 0 (the Trainer's
+            "cosine" schedule), gradient clipping. Rounded down, not up as the Trainer
+            rounds a ratio: its warm-up starts at learning rate 0, so a run shorter than
+            1 / warmup_ratio steps (one step; the real mode's four) would spend a step,
+            or all of it, learning nothing.
         batch_size, grad_accum: examples per forward pass in each process, passes per
             optimizer step; the global batch is batch_size x grad_accum x processes. The
             loss is the mean over all response tokens of the global batch.
@@ -238,7 +241,7 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
             output_dir=str(output_dir) if output_dir is not None else scratch,
             use_cpu=lm.device.type == "cpu", max_steps=total_steps, batch_size=batch_size,
             grad_accum=grad_accum, lr=lr, weight_decay=weight_decay,
-            warmup_steps=math.ceil(warmup_ratio * total_steps), max_grad_norm=max_grad_norm,
+            warmup_steps=int(warmup_ratio * total_steps), max_grad_norm=max_grad_norm,
             seed=seed, gradient_checkpointing=gradient_checkpointing))
         if args.world_size != world:
             raise RuntimeError(f"WORLD_SIZE={world} in the environment but the Trainer sees "
