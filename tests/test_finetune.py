@@ -51,6 +51,27 @@ def test_finetune_learns_the_labels(samples, by):
     np.testing.assert_allclose(score_responses(lm, samples, by=by), nll_before, atol=1e-6)
 
 
+def test_the_tuned_model_shares_the_base_weights_and_trains_as_a_full_copy_would(samples):
+    """No second set of weights: the tuned model's frozen base tensors are lm's own, lm keeps
+    its modules, and training is the same as on a deep copy."""
+    from robustft.model import copy_model
+
+    lm = make_lm()
+    flags = [p.requires_grad for p in lm.model.parameters()]
+    kw = dict(FAST, epochs=3)
+    tuned = finetune(lm, samples, **kw)
+    base = dict(lm.model.named_parameters())
+    shared = {n: p for n, p in tuned.model.named_parameters() if "lora_" not in n}
+    assert len(shared) == len(base) > 0
+    assert {p.data_ptr() for p in shared.values()} == {p.data_ptr() for p in base.values()}
+    assert not any("lora_" in n for n, _ in lm.model.named_modules())
+    # One flag per shared tensor: frozen, as the tuned model's base must be.
+    assert any(flags) and not any(p.requires_grad for p in lm.model.parameters())
+    full = finetune(copy_model(make_lm()), samples, inplace=True, **kw)
+    assert tuned.info["train_loss"] == full.info["train_loss"]
+    assert tuned.info["adapter"] == full.info["adapter"]
+
+
 def test_training_on_noisy_labels_teaches_them(samples):
     """The labels, not the truth, are learned: SFT on flipped answers predicts the flips."""
     flipped = [s.with_answer("ABCD"[("ABCD".index(s.answer) + 1) % 4]) for s in samples]
