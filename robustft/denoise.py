@@ -439,7 +439,8 @@ def _noise_aware(samples: list[Sample], direct, reasoning):
                                [letter_index(reasoning.answers[i]) if reasoning.answers[i] else -1 for i in rows],
                                -reasoning.answer_uncertainty[rows], [len(s.options) for s in sub])
         for j, i in enumerate(rows):
-            p_given = float(post.posterior[j, letter_index(samples[i].answer)])
+            y = letter_index(samples[i].answer)  # beyond the options: never right
+            p_given = float(post.posterior[j, y]) if y < len(samples[i].options) else 0.0
             new = letter(int(post.labels[j]))
             provenance[i].update(noisy=bool(post.noisy[j]), posterior_given=p_given, relabel=new,
                                  reliability=float(post.reliability[j]))

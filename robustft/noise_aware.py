@@ -151,7 +151,10 @@ def label_posterior(labels: Sequence[int], direct_probs: np.ndarray, reasoning: 
     """The posterior of each sample's true answer given the experts and its given label.
 
     Args:
-        labels: [n] int, given labels as option indices.
+        labels: [n] int, given labels as option indices. A label at or beyond its sample's
+            `n_options` (a letter the question does not have, which `load_official` keeps
+            with a warning) can never be right: it says nothing about the true answer, and
+            the sample is noisy with its experts' prior as the posterior.
         direct_probs: [n, K] float, the direct expert's option probabilities.
         reasoning: [n] int, the reasoning expert's answers as option indices (-1: none).
         reasoning_confidence: [n] float, larger = surer (e.g. minus the largest token NLL of
@@ -166,8 +169,9 @@ def label_posterior(labels: Sequence[int], direct_probs: np.ndarray, reasoning: 
     n, K = p.shape
     y, r = _ints(labels, n, "labels"), _ints(reasoning, n, "reasoning")
     k = np.full(n, K) if n_options is None else _ints(n_options, n, "n_options")
-    if ((y < 0) | (y >= k)).any():
-        raise ValueError("every label must be an option index below its sample's n_options")
+    if (y < 0).any():
+        raise ValueError("every label must be an option index (>= 0)")
+    outside = y >= k
     eps = estimate_noise_rate(y, p, r, sure=sure, n_options=k) if noise_rate is None else float(noise_rate)
     eps = 0.0 if not np.isfinite(eps) else eps
     a_d, a_r = expert_reliability(y, p, r, reasoning_confidence, eps, k)
@@ -180,10 +184,14 @@ def label_posterior(labels: Sequence[int], direct_probs: np.ndarray, reasoning: 
     prior[rows, d] = a_d
     prior[rows[has_r], r[has_r]] = a_r[has_r]
     given = np.zeros((n, K), dtype=bool)
-    given[rows, y] = True
+    given[rows[~outside], y[~outside]] = True
     likelihood = np.where(given, 1.0 - eps, (eps / np.maximum(k - 1, 1))[:, None]) * valid
+    likelihood[outside] = valid[outside]  # the label is noise for sure: every option alike
     post = prior * likelihood
     total = post.sum(1, keepdims=True)
-    # A prior of 0 on every option the label could come from: the label decides alone.
-    post = np.where(total > 0, post / np.where(total > 0, total, 1.0), given.astype(float))
-    return LabelPosterior(post, post.argmax(1), post[rows, y] < 0.5, eps, a_d)
+    # A prior of 0 on every option the label could come from: the label decides alone (an
+    # outside label cannot: then every option of the sample alike).
+    fallback = np.where(outside[:, None], valid / np.maximum(k, 1)[:, None], given.astype(float))
+    post = np.where(total > 0, post / np.where(total > 0, total, 1.0), fallback)
+    p_given = np.where(outside, 0.0, post[rows, np.minimum(y, K - 1)])
+    return LabelPosterior(post, post.argmax(1), p_given < 0.5, eps, a_d)

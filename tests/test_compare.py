@@ -91,7 +91,23 @@ def test_label_posterior_checks_its_inputs():
     with pytest.raises(ValueError, match="shape"):
         label_posterior(labels[:10], probs, reasoning, np.zeros(50))
     with pytest.raises(ValueError, match="option index"):
-        label_posterior(np.full(50, 3), probs, reasoning, np.zeros(50), n_options=np.full(50, 3))
+        label_posterior(np.full(50, -1), probs, reasoning, np.zeros(50))
+
+
+def test_a_label_outside_its_options_is_noise_and_the_experts_decide():
+    """A letter the question does not have (the official ARC noisy50.csv has a D on a
+    three-option question): flagged, never kept, and relabelled by the experts alone."""
+    labels, probs, reasoning, _, _ = synthetic(n=200)
+    labels, probs, reasoning = labels.copy(), probs.copy(), reasoning.copy()
+    k = np.full(200, probs.shape[1])
+    k[0], labels[0], reasoning[0] = 3, 3, 1
+    probs[0] = [0.1, 0.8, 0.1, 0.0]
+    post = label_posterior(labels, probs, reasoning, np.zeros(200), n_options=k, noise_rate=0.3)
+    assert post.noisy[0] and post.labels[0] == 1 and post.posterior[0, 3] == 0.0
+    assert post.posterior[0].sum() == pytest.approx(1.0, abs=1e-12)
+    # The other samples' relabels are those of a run without it.
+    ref = label_posterior(labels[1:], probs[1:], reasoning[1:], np.zeros(199), noise_rate=0.3)
+    assert np.mean(post.labels[1:] == ref.labels) >= 0.98
 
 
 # ------------------------------------------------------------------------------ baselines
