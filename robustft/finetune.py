@@ -205,8 +205,11 @@ def finetune(lm: LanguageModel, samples: Sequence[Sample], *,
             30-50 % slower). Default None: on when a batch's activations would exceed
             CHECKPOINT_ABOVE_BYTES (1 GiB), estimated as batch_size x the longest example x
             hidden size x layers x ACTIVATION_VALUES_PER_HIDDEN values, e.g. SmolLM2-135M at
-            batch 8 on ARC prompts (1.7 GB of activations; peak RSS 5.0 GB without, 3.2 GB
-            with), and off for the tiny offline model.
+            batch 8 on ARC prompts (1.7 GB of activations; the measured peaks are in
+            ``results/real-smollm2/rss``), and off for the tiny offline model. On a Linux
+            CPU, glibc keeps freed memory for reuse, so the resident peak is well above
+            what training holds; ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment
+            returns freed blocks over 1 MiB to the system.
         progress: a "fine-tuning" bar (first process only).
 
     Returns a `LanguageModel` whose `model` is the peft model (in eval mode; its base weights
