@@ -20,12 +20,14 @@ one rate on fewer rows, for the book.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from .data import NOISE_LEVELS, load_official
 from .denoise import DenoiseConfig
@@ -33,7 +35,7 @@ from .experiments import LABELS, RUNLOG_KEY, Experiment
 from .files import write_json
 from .finetune import SFT
 from .model import LanguageModel
-from .runlog import RunLog
+from .runlog import RunLog, TailReader
 
 DATASETS = ("arc", "fpb", "pubmedqa")
 METHODS = ("vanilla", "sft", "robustft", "robustft_paper", "robustft_noise_aware")
@@ -103,12 +105,21 @@ def _se(p: float | None, n: int) -> float | None:
     return math.sqrt(p * (1 - p) / n) if p is not None and n > 0 else None
 
 
-def summarize(rows: list[dict], seconds: float | None = None) -> dict:
+def summarize(rows: list[dict], seconds: float | None = None, setup: dict | None = None) -> dict:
     """``bench.json``: per dataset and noise rate, each method's test accuracy with its
     standard error, and for the denoising methods the detection report, the training
     labels' accuracy before and after (with standard errors), the reasoning parse rate and
-    the warnings; then `targets`."""
-    out: dict = {"datasets": {}, "seconds": seconds}
+    the warnings; then `targets`.
+
+    Two times: ``seconds``, the wall time of the call that wrote the file (after a resume,
+    only what it ran), and ``row_seconds``, the sum of every row's own time (its expert
+    passes, fine-tuning and evaluation; a pass shared between rows counts in the row that
+    first ran it), which is the bench's cost however often it was interrupted. `setup`
+    (model, threads) is stored with each dataset's rows (``n_train``, ``n_test``)."""
+    distinct = {(r["dataset"], r["method"], r.get("noise"), r.get("run_seed")): r.get("seconds") or 0 for r in rows}
+    sizes = {r["dataset"]: {"n_train": r["n_train"], "n_test": r["n_test"]} for r in rows}
+    out: dict = {"datasets": {}, "seconds": seconds, "row_seconds": round(sum(distinct.values()), 1),
+                 "setup": {**(setup or {}), "rows": sizes}}
     for r in rows:
         ds = out["datasets"].setdefault(r["dataset"], {})
         cell = ds.setdefault(str(r["noise_rate"]), {})
@@ -166,7 +177,16 @@ def _fmt(v, se=None, digits=3) -> str:
 def table_text(summary: dict) -> str:
     """The bench as Markdown: accuracy ± standard error per method; then, per denoising
     method, the flags and the training labels before → after; then the targets."""
-    lines = []
+    setup, lines = summary.get("setup") or {}, []
+    if setup:
+        sizes = ", ".join(f"{d} {n['n_train']}/{n['n_test']}" for d, n in (setup.get("rows") or {}).items())
+        threads = f", {setup['threads']} CPU threads" if setup.get("threads") else ""
+        lines += [f"{setup.get('model')}{threads}; training/test rows: {sizes}. ± is one standard error.", ""]
+    if summary.get("row_seconds") is not None:
+        call = (f"; the call that wrote this file ran {summary['seconds']:.0f} s (a resumed run reads "
+                "finished rows back)" if summary.get("seconds") is not None else "")
+        lines += [f"Time: the rows' own times sum to {summary['row_seconds']:.0f} s "
+                  f"({summary['row_seconds'] / 3600:.1f} h){call}.", ""]
     for name, ds in summary["datasets"].items():
         methods = [m for m in METHODS if any(m in cell for cell in ds.values())]
         lines += [f"### {name}", "", "| noise | " + " | ".join(LABELS[m] for m in methods) + " |",
@@ -185,13 +205,32 @@ def table_text(summary: dict) -> str:
                                  f"{_fmt(e['labels_before'], e['labels_before_se'])} | "
                                  f"{_fmt(e['labels_after'], e['labels_after_se'])} | {e['kept']} | "
                                  f"{_fmt(e['parse_rate'], digits=2)} | "
-                                 f"{', '.join(w['check'] for w in e['warnings']) or '—'} |")
+                                 f"{', '.join(dict.fromkeys(w['check'] for w in e['warnings'])) or '—'} |")
         lines.append("")
     lines.append("Targets:")
     for key, t in summary["targets"].items():
         missed = [f"{c['dataset']} {c['noise']} %" for c in t["cases"] if not c["held"]]
         lines.append(f"- {key}: {'held' if t['held'] else 'missed'}" + (f" (missed at {', '.join(missed)})" if missed else ""))
     return "\n".join(lines)
+
+
+def stored_rows(out: str | Path) -> list[dict]:
+    """The finished rows in ``out/runs.jsonl`` as `run` returns them (the Vanilla row of a
+    dataset once per noise rate that dataset has rows at), without a model. Read-only, so
+    it can report on a bench that is still running. FileNotFoundError when there are none."""
+    path = Path(out) / "runs.jsonl"
+    found = TailReader(path).read()
+    if not found:
+        raise FileNotFoundError(f"{path}: no finished bench rows")
+    rows, rates = [], {}
+    for r in found:
+        if r["method"] != "vanilla":
+            rates.setdefault(r["dataset"], []).append(r["noise"])
+            rows.append({**r, "noise_rate": r["noise"]})
+    for r in found:
+        if r["method"] == "vanilla":
+            rows += [{**r, "noise_rate": n} for n in sorted(set(rates.get(r["dataset"], [])))]
+    return rows
 
 
 def write_outputs(summary: dict, out: str | Path) -> list[Path]:
@@ -206,8 +245,12 @@ def write_outputs(summary: dict, out: str | Path) -> list[Path]:
 # ----------------------------------------------------------------------------- command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `robustft bench`."""
-    p.add_argument("--model", required=True, help="Hugging Face id, local folder, .gguf file, or smollm2")
-    p.add_argument("--data", required=True, help="an official dataset folder, or a folder of them (arc, fpb, ...)")
+    p.add_argument("--model", help="Hugging Face id, local folder, .gguf file, or smollm2 (needed unless --report)")
+    p.add_argument("--data", help="an official dataset folder, or a folder of them (arc, fpb, ...) "
+                                  "(needed unless --report)")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: write bench.json and bench.md from the rows finished in --out "
+                        "(e.g. after stopping a long bench; safe while it runs)")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), help="datasets under --data (default: %(default)s)")
     p.add_argument("--out", default="results/bench", help="results folder (resumes from its runs.jsonl)")
     p.add_argument("--noise", type=int, nargs="+", default=list(NOISE_LEVELS), help="noise rates in percent")
@@ -236,6 +279,12 @@ def folders(data: str | Path, datasets: Sequence[str]) -> list[Path]:
 def check_arguments(args) -> None:
     """Raise ValueError (or FileNotFoundError) with a one-line message for arguments that
     cannot run."""
+    if args.report:
+        stored_rows(args.out)
+        return
+    for flag in ("model", "data"):
+        if getattr(args, flag) is None:
+            raise ValueError(f"--{flag} is needed (or --report, to write the tables of a finished or stopped bench)")
     for n in args.noise:
         if n not in NOISE_LEVELS:
             raise ValueError(f"--noise {n}: the official files have {', '.join(map(str, NOISE_LEVELS))}")
@@ -243,6 +292,21 @@ def check_arguments(args) -> None:
         raise ValueError("--train and --test: give at least 8 rows")
     DenoiseConfig.from_args(args)
     folders(args.data, QUICK["datasets"] if args.quick else args.datasets)
+
+
+def report(out: str | Path) -> dict:
+    """`robustft bench --report`: bench.json and bench.md from the rows finished in `out`
+    (`stored_rows`); runs nothing. Prints the table; returns the summary."""
+    rows = stored_rows(out)
+    try:  # the name the bench was started with (rows store the model's hash)
+        model = json.loads((Path(out) / "run.json").read_text())["robustft"]["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        model = rows[0]["model"]
+    summary = summarize(rows, setup={"model": model})
+    paths = write_outputs(summary, out)
+    print(table_text(summary))
+    print("\nwrote " + ", ".join(map(str, paths)))
+    return summary
 
 
 def main_args(args, lm: LanguageModel) -> dict:
@@ -254,9 +318,12 @@ def main_args(args, lm: LanguageModel) -> dict:
                noise_levels=quick.get("noise_levels", args.noise), methods=args.methods,
                n_train=quick.get("n_train", args.train), n_test=quick.get("n_test", args.test),
                config=DenoiseConfig.from_args(args), progress=not args.no_progress)
-    summary = summarize(rows, seconds=round(time.time() - start, 1))
+    setup = {"model": lm.name, "threads": torch.get_num_threads(), "n_train": quick.get("n_train", args.train),
+             "n_test": quick.get("n_test", args.test)}
+    summary = summarize(rows, seconds=round(time.time() - start, 1), setup=setup)
     paths = write_outputs(summary, args.out)
     print()
     print(table_text(summary))
-    print(f"\n{summary['seconds']} s; wrote " + ", ".join(map(str, paths)))
+    print(f"\n{summary['seconds']} s this call, {summary['row_seconds']} s in the rows' own times; wrote "
+          + ", ".join(map(str, paths)))
     return summary

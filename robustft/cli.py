@@ -435,6 +435,9 @@ def cmd_bench(args) -> None:
 
     bench.check_arguments(args)
     _check_out(Path(args.out), False, "bench", can_force=False)
+    if args.report:  # reads the rows and rewrites only the bench's own two tables
+        bench.report(args.out)
+        return
     lm = _load_lm(args.model, args.quantize)
     _claim_out(Path(args.out), False, {"command": "bench", "model": args.model}, can_force=False)
     with warnings.catch_warnings():

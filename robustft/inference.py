@@ -72,7 +72,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 # and push activations out of cache, while small ones pay a fixed cost per pass (the
 # dispatch of ~100 ops per layer, and matmuls lose efficiency below a few hundred rows),
 # about as much as FORWARD_COST_TOKENS more tokens would. Measured on SmolLM2-135M with
-# 2 threads (python -m robustft.perf, results/real-smollm2/speed).
+# 2 threads (python -m robustft.perf, results/real-smollm2/speed-after).
 CPU_TOKENS_PER_FORWARD = 1024
 FORWARD_COST_TOKENS = 64
 

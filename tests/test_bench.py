@@ -54,11 +54,26 @@ def test_bench_rows_summary_targets_and_resume(official_root, tmp_path, capsys):
     assert len(t["noise_aware_labels"]["cases"]) == 2 and t["parse_rate"]["held"]
     md = (out / "bench.md").read_text()
     assert "RobustFT (paper's choices)" in md and "Targets:" in md
+    assert summary["setup"]["model"] == "toy" and summary["setup"]["rows"] == {"toyset": {"n_train": 24, "n_test": 32}}
+    assert "training/test rows: toyset 24/32" in md
+    # The bench's cost: each stored row's own time once (vanilla is one row for both rates).
+    stored = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert len(stored) == 1 + 2 * 4 and summary["row_seconds"] > 0
+    assert summary["row_seconds"] == pytest.approx(sum(r["seconds"] for r in stored), abs=0.2)
     # A second run reads every row back.
     capsys.readouterr()
     assert cli.main(argv) == 0
     log = capsys.readouterr().out
-    assert log.count("read back") == 2 * 4 + 1 and json.loads((out / "bench.json").read_text())["datasets"] == summary["datasets"]
+    again = json.loads((out / "bench.json").read_text())
+    assert log.count("read back") == 2 * 4 + 1 and again["datasets"] == summary["datasets"]
+    assert again["row_seconds"] == summary["row_seconds"] and again["seconds"] < summary["seconds"]
+    # --report writes the same tables from the stored rows, with no model and no data.
+    (out / "bench.md").unlink()
+    assert cli.main(["bench", "--report", "--out", str(out)]) == 0
+    reported = json.loads((out / "bench.json").read_text())
+    assert reported["datasets"] == summary["datasets"] and reported["targets"] == summary["targets"]
+    assert reported["row_seconds"] == summary["row_seconds"] and reported["setup"]["model"] == "toy"
+    assert "RobustFT (paper's choices)" in (out / "bench.md").read_text()
 
 
 def test_bench_arguments_fail_early(official_root, tmp_path, capsys):
@@ -67,4 +82,8 @@ def test_bench_arguments_fail_early(official_root, tmp_path, capsys):
     code = cli.main(["bench", "--model", "toy", "--data", str(official_root / "toyset"), "--noise", "40",
                      "--out", str(tmp_path / "b")])
     assert code == 2 and "--noise 40" in capsys.readouterr().err
+    assert cli.main(["bench", "--data", str(official_root), "--out", str(tmp_path / "b")]) == 2
+    assert "--model is needed" in capsys.readouterr().err
+    assert cli.main(["bench", "--report", "--out", str(tmp_path / "b")]) == 2
+    assert "runs.jsonl: no finished bench rows" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
