@@ -345,9 +345,10 @@ pd.DataFrame([{"target": k, "held": t["held"], "cells": len(t["cases"])}
 # {glue:text}`full_cells` cells are finished; their rows' own times add up to
 # {glue:text}`full_hours:.1f` hours on 2 CPU cores. In {glue:text}`full_worse` of them,
 # RobustFT with the paper's choices left fewer training labels right than it was given, by
-# more than a standard error. Each of those runs printed why: the experts agree with the
-# labels no more than chance, the direct expert gives one answer to most questions, and
-# the kept relabels are mostly that answer. The noise-aware
+# more than a standard error. Each of those runs printed warnings that name the cause (the
+# `warnings` column of `bench.md`): the direct expert gives one answer to most questions,
+# and the kept relabels are mostly that answer; on some datasets the experts also agree
+# with the labels no more than chance. The noise-aware
 # strategy finds no signal and keeps the given labels in every cell
 # ({glue:text}`full_noise_aware_labels`); the faithful chain's target, no worse or a
 # warning that names the cause, is {glue:text}`full_faithful_no_harm`. The reasoning
