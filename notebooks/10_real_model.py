@@ -290,15 +290,26 @@ assert na["recall"] == 0 and na["labels_after"] == na["labels_before"], na
 
 # %%
 full = json.loads((Path(RESULTS) / "bench" / "bench.json").read_text())
-# the finished cells: every method's row is in (a stopped bench can leave one cell half done)
-done = {ds: {n: c for n, c in by_noise.items() if set(c) == set(METHODS)} for ds, by_noise in full["datasets"].items()}
-done = {ds: by_noise for ds, by_noise in done.items() if by_noise}
-cells = [(ds, int(noise), cell) for ds, by_noise in done.items() for noise, cell in by_noise.items()]
-short = {"vanilla": "Vanilla", "sft": "SFT", "robustft": "RobustFT", "robustft_paper": "paper's",
-         "robustft_noise_aware": "noise-aware"}
-accuracy = pd.DataFrame([{"dataset": ds, "noise %": noise,
-                          **{short[m]: f"{cell[m]['accuracy']:.3f} ± {cell[m]['se']:.3f}" for m in METHODS}}
-                         for ds, noise, cell in cells]).set_index(["dataset", "noise %"])
+# the finished cells: every method's row is in
+# (a stopped bench can leave one cell half done)
+done = {}
+for ds, by_noise in full["datasets"].items():
+    finished = {n: c for n, c in by_noise.items() if set(c) == set(METHODS)}
+    if finished:
+        done[ds] = finished
+cells = [(ds, int(noise), cell)
+         for ds, by_noise in done.items() for noise, cell in by_noise.items()]
+short = {"vanilla": "Vanilla", "sft": "SFT", "robustft": "RobustFT",
+         "robustft_paper": "paper's", "robustft_noise_aware": "noise-aware"}
+
+
+def acc_se(e):
+    return f"{e['accuracy']:.3f} ± {e['se']:.3f}"
+
+
+accuracy = pd.DataFrame(
+    [{"dataset": ds, "noise %": noise, **{short[m]: acc_se(cell[m]) for m in METHODS}}
+     for ds, noise, cell in cells]).set_index(["dataset", "noise %"])
 glue("full_cells", len(cells))
 glue("full_n_train", FULL["n_train"])
 glue("full_n_test", FULL["n_test"])
@@ -306,15 +317,17 @@ glue("full_hours", full["row_seconds"] / 3600)
 accuracy
 
 # %%
-fig, axes = plt.subplots(1, len(done), figsize=(4 * len(done), 3), sharey=True, squeeze=False)
+fig, axes = plt.subplots(1, len(done), figsize=(4 * len(done), 3), sharey=True,
+                         squeeze=False)
 for ax, (ds, by_noise) in zip(axes[0], done.items()):
     x = [int(n) for n in by_noise]
-    ax.plot(x, [c["robustft_paper"]["labels_before"] for c in by_noise.values()], "k--o", label="input")
+    before = [c["robustft_paper"]["labels_before"] for c in by_noise.values()]
+    ax.plot(x, before, "k--o", label="input")
     for m, color in (("robustft", "tab:blue"), ("robustft_paper", "tab:orange"),
                      ("robustft_noise_aware", "tab:green")):
         ax.errorbar(x, [c[m]["labels_after"] for c in by_noise.values()],
-                    yerr=[c[m]["labels_after_se"] or 0 for c in by_noise.values()], color=color,
-                    marker="o", capsize=3, label=short[m])
+                    yerr=[c[m]["labels_after_se"] or 0 for c in by_noise.values()],
+                    color=color, marker="o", capsize=3, label=short[m])
     ax.set_title(ds)
     ax.set_xlabel("noise %")
     ax.set_xticks(x)
@@ -324,10 +337,16 @@ axes[0][0].legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 
+
 # %%
+def worse_than_input(e):
+    """the labels after are below those before by more than one standard error"""
+    se = np.hypot(e["labels_before_se"], e["labels_after_se"])
+    return e["labels_after"] < e["labels_before"] - se
+
+
 worse = [(ds, noise) for ds, noise, cell in cells
-         if cell["robustft_paper"]["labels_after"] < cell["robustft_paper"]["labels_before"]
-         - np.hypot(cell["robustft_paper"]["labels_before_se"], cell["robustft_paper"]["labels_after_se"])]
+         if worse_than_input(cell["robustft_paper"])]
 rates = [cell["robustft"]["parse_rate"] for _, _, cell in cells]
 glue("full_worse", len(worse))
 glue("full_parse_lo", min(rates))
@@ -335,9 +354,8 @@ glue("full_parse_hi", max(rates))
 for k, t in full["targets"].items():
     glue(f"full_{k}", "held" if t["held"] else "missed")
 for ds, noise, cell in cells:
-    na, paper = cell["robustft_noise_aware"], cell["robustft_paper"]
-    assert na["labels_after"] >= na["labels_before"] - np.hypot(na["labels_before_se"], na["labels_after_se"])
-    assert (ds, noise) not in worse or paper["warnings"], (ds, noise)
+    assert not worse_than_input(cell["robustft_noise_aware"]), (ds, noise)
+    assert (ds, noise) not in worse or cell["robustft_paper"]["warnings"], (ds, noise)
 pd.DataFrame([{"target": k, "held": t["held"], "cells": len(t["cases"])}
               for k, t in full["targets"].items()]).set_index("target")
 
