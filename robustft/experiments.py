@@ -11,7 +11,9 @@ Each row is appended to a `RunLog` the moment it is finished, keyed by the model
 `LanguageModel.fingerprint`, the data, the run seed, the method, the noise rate and every
 setting, so an interrupted table resumes where it stopped and a changed setting is
 recomputed, never reused. The expert passes of the denoising methods are stored in a folder
-per training set (`PassStore`), so methods that ask the model the same prompts share them.
+per training set (`PassStore`), so methods that ask the model the same prompts share them. A
+denoising method that keeps the training set exactly as given (every sample, every label) shares
+SFT's fine-tune too: its row takes SFT's scores and says so (``finetune_shared_with``).
 
 The offline comparison (`robustft.compare`), the demo (`robustft.demo`), the benchmark on the
 paper's own data (`robustft.bench`) and the book's chapters are all loops over `row`.
@@ -50,6 +52,8 @@ LABELS = {"vanilla": "Vanilla", "sft": "SFT", "robustft": "RobustFT", "robustft_
           "noiseal": "NoiseAL", "confident_learning": "Confident learning", "wo_selection": "w/o Selection",
           "wo_checker": "w/o Checker", "wo_reviewer": "w/o Reviewer", "wo_cer": "w/o CER", "wo_rel": "w/o REL"}
 RUNLOG_KEY = ("model", "data", "run_seed", "method", "noise", "settings")
+# What `Experiment._scored` measures of a model (what a shared fine-tune shares).
+SCORES = ("accuracy", "by_category", "perplexity", "perplexities", "trainable")
 
 
 def method_config(method: str, base: DenoiseConfig) -> DenoiseConfig | None:
@@ -180,6 +184,18 @@ class Experiment:
         result = denoiser(method)(train, self.lm, cfg, out=self.passes_at(noise), progress=self.progress)
         found = list(result.stats.get("warnings", []))
         extra = {}
+        report = dict(result.report or {})
+        if "noise_rate" in result.stats:
+            report["noise_rate"] = result.stats["noise_rate"]
+        denoised = {"detection": report, "kept": len(result.samples),
+                    "parse_rate": result.stats.get("parse_rate"), "warnings": found}
+        if result.samples and list(result.samples) == list(train):
+            # The chain kept every sample with its given label (e.g. noise-aware finding no
+            # signal): its fine-tune would be SFT's, the same call on the same data with the same
+            # seed, so SFT's row (stored, or computed now) gives its scores instead of a rerun.
+            sft = self.row("sft", noise, run_seed)
+            self.log(f"  {'':>11} {method} kept the training set as given: SFT's fine-tune is its own")
+            return {**{k: sft.get(k) for k in SCORES}, **denoised, "finetune_shared_with": "sft"}
         if result.samples:
             tuned = finetune(self.lm, result.samples, seed=run_seed, progress=self.progress, **self.sft)
         else:  # A weak model's chain can drop every sample: a degenerate run, not a crash.
@@ -187,8 +203,4 @@ class Experiment:
             new = diagnose.nothing_kept(method, len(train))
             diagnose.report(new)
             found += new
-        report = dict(result.report or {})
-        if "noise_rate" in result.stats:
-            report["noise_rate"] = result.stats["noise_rate"]
-        return self._scored(tuned, {"detection": report, "kept": len(result.samples),
-                                    "parse_rate": result.stats.get("parse_rate"), "warnings": found, **extra})
+        return self._scored(tuned, {**denoised, **extra})
