@@ -15,8 +15,8 @@ finishes, so the bench resumes; the expert passes of a dataset are stored once i
 ``passes/<dataset>`` and shared between methods and noise rates (the direct and reasoning
 prompts hold no label). A method that keeps the training set exactly as given (the
 noise-aware strategy when it finds no signal) shares SFT's fine-tune: its row takes SFT's
-scores and carries ``finetune_shared_with: "sft"``. `summarize` adds the standard error of every accuracy
-(``sqrt(p (1 - p) / n)``) and checks the targets (`targets`); ``--quick`` is one dataset at
+scores and carries ``finetune_shared_with: "sft"``. `summarize` adds the standard error of
+every accuracy (``sqrt(p (1 - p) / n)``) and checks the targets (`targets`); ``--quick`` is one dataset at
 one rate on fewer rows, for the book.
 """
 from __future__ import annotations

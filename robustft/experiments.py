@@ -52,7 +52,7 @@ LABELS = {"vanilla": "Vanilla", "sft": "SFT", "robustft": "RobustFT", "robustft_
           "noiseal": "NoiseAL", "confident_learning": "Confident learning", "wo_selection": "w/o Selection",
           "wo_checker": "w/o Checker", "wo_reviewer": "w/o Reviewer", "wo_cer": "w/o CER", "wo_rel": "w/o REL"}
 RUNLOG_KEY = ("model", "data", "run_seed", "method", "noise", "settings")
-# What `Experiment._scored` measures of a model (what a shared fine-tune shares).
+# The keys of `Experiment._scored` that come from the tuned model: what a shared fine-tune shares.
 SCORES = ("accuracy", "by_category", "perplexity", "perplexities", "trainable")
 
 
@@ -194,7 +194,7 @@ class Experiment:
             # signal): its fine-tune would be SFT's, the same call on the same data with the same
             # seed, so SFT's row (stored, or computed now) gives its scores instead of a rerun.
             sft = self.row("sft", noise, run_seed)
-            self.log(f"  {'':>11} {method} kept the training set as given: SFT's fine-tune is its own")
+            self.log(f"  {'':>11} {method} kept the training set as given, so it shares SFT's fine-tune")
             return {**{k: sft.get(k) for k in SCORES}, **denoised, "finetune_shared_with": "sft"}
         if result.samples:
             tuned = finetune(self.lm, result.samples, seed=run_seed, progress=self.progress, **self.sft)
