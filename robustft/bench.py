@@ -16,8 +16,8 @@ finishes, so the bench resumes; the expert passes of a dataset are stored once i
 prompts hold no label). A method that keeps the training set exactly as given (the
 noise-aware strategy when it finds no signal) shares SFT's fine-tune: its row takes SFT's
 scores and carries ``finetune_shared_with: "sft"``. `summarize` adds the standard error of
-every accuracy (``sqrt(p (1 - p) / n)``) and checks the targets (`targets`); ``--quick`` is one dataset at
-one rate on fewer rows, for the book.
+every accuracy (``sqrt(p (1 - p) / n)``) and checks the targets (`targets`); ``--quick`` is
+one dataset at one rate on fewer rows, for the book.
 """
 from __future__ import annotations
 
